@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Developer entry point: needs nothing but Python 3.11+ and pip.
+
+    python3 dev.py setup   create .venv with every distribution of the repo installed editable
+    python3 dev.py test    setup, then run the whole test suite (what CI runs)
+    python3 dev.py demo    setup, then run the local-process demo
+    python3 dev.py bench   setup, then run every benchmark
+
+Why a script and not uv or make: a fresh machine has only Python and pip, and this file
+uses only the standard library, so the two README commands work there unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".greentic-setup-stamp"
+
+
+def distributions() -> list[Path]:
+    """Every distribution in the repository, core first (plugins depend on it)."""
+    found = [ROOT]
+    for parent in ("plugins", "conformance"):
+        base = ROOT / parent
+        if (base / "pyproject.toml").exists():
+            found.append(base)
+        elif base.is_dir():
+            found.extend(sorted(p.parent for p in base.glob("*/pyproject.toml")))
+    return found
+
+
+def _fingerprint(dists: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for dist in dists:
+        digest.update((dist / "pyproject.toml").read_bytes())
+    return digest.hexdigest()
+
+
+def run(*cmd: str | Path, **kwargs) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def setup() -> None:
+    dists = distributions()
+    fingerprint = _fingerprint(dists)
+    if STAMP.exists() and STAMP.read_text() == fingerprint and PY.exists():
+        return
+    if not PY.exists():
+        run(sys.executable, "-m", "venv", VENV)
+        run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    args: list[str | Path] = []
+    for dist in dists:
+        extra = "[test]" if dist == ROOT else ""
+        args += ["-e", f"{dist}{extra}"]
+    run(PY, "-m", "pip", "install", "--quiet", *args)
+    STAMP.write_text(fingerprint)
+
+
+def test(extra: list[str]) -> int:
+    setup()
+    paths = ["tests"] + [str(d.relative_to(ROOT) / "tests") for d in distributions()[1:] if (d / "tests").is_dir()]
+    return subprocess.call([str(PY), "-m", "pytest", *paths, *extra], cwd=ROOT)
+
+
+def demo(extra: list[str]) -> int:
+    setup()
+    return subprocess.call([str(BIN / "greentic-deployer"), "demo", *extra], cwd=ROOT)
+
+
+def bench(extra: list[str]) -> int:
+    setup()
+    return subprocess.call([str(PY), "-m", "benchmarks", *extra], cwd=ROOT)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__)
+        return 0
+    command, extra = argv[0], argv[1:]
+    if command == "setup":
+        setup()
+        return 0
+    handlers = {"test": test, "demo": demo, "bench": bench}
+    if command not in handlers:
+        print(f"unknown command {command!r}; see `python3 dev.py --help`", file=sys.stderr)
+        return 2
+    return handlers[command](extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

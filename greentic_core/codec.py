@@ -1,0 +1,316 @@
+"""JSON codec for the spec types: the one place that knows the upstream wire rules.
+
+Rules (upstream-spec section 0): keys in declaration order; optional fields left out when
+unset (never ``null``); defaulted lists always written; RFC 3339 UTC timestamps with a ``Z``
+and fractional seconds only when non-zero; pretty JSON with a 2-space indent and a trailing
+newline. Unknown keys on any modelled object are kept in its ``extra`` and written back.
+
+Scalars are strict: a string where a number belongs, a float where an integer belongs, a
+negative count or a duplicated key is a :class:`~greentic_core.errors.DecodeError` with one
+line naming the JSON path. Decoding runs a fast converter first and, only when it fails, a
+detailed one to say exactly where.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from . import ids, spec
+from .errors import DecodeError, SpecError
+
+T = TypeVar("T")
+
+_MAX_U64 = 2**64 - 1
+
+# Fields written only when set (upstream "skip if None" / "skip if empty"). Everything else
+# is always written.
+_OMIT_WHEN_DEFAULT = {
+    "region", "tenant_org_id", "listen_addr", "public_base_url", "gui_enabled",
+    "answers_ref", "previous_binding_ref", "credentials_ref", "usage", "config_overrides",
+    "source_uri", "bundle_source_uri", "staged_at", "warmed_at", "workload",
+    "previous_split_ref", "history", "image", "command", "working_dir",
+}
+
+_SPEC_CLASSES: tuple[type, ...] = (
+    spec.HostConfig, spec.EnvPackBinding, spec.TenantSelector, spec.RouteBinding,
+    spec.RevenueShare, spec.BundleDeployment, spec.PackListEntry, spec.Workload,
+    spec.Revision, spec.TrafficSplitEntry, spec.SplitHistoryItem, spec.TrafficSplit,
+    spec.Environment, spec.RevisionRuntimeBlock, spec.RuntimeConfig,
+)
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 UTC with ``Z``; fraction of 0, 3 or 6 digits as chrono's AutoSi writes it."""
+    value = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    base = value.strftime("%Y-%m-%dT%H:%M:%S")
+    micro = value.microsecond
+    if micro == 0:
+        return base + "Z"
+    if micro % 1000 == 0:
+        return f"{base}.{micro // 1000:03d}Z"
+    return f"{base}.{micro:06d}Z"
+
+
+def parse_timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise DecodeError(f"timestamp must be an RFC 3339 string, got {type(value).__name__}")
+    text = value
+    # Python keeps microseconds: longer fractions (nanoseconds) are truncated, not rejected.
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        if digits > 6:
+            text = head + "." + tail[:6] + tail[digits:]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise DecodeError(f"timestamp {value[:64]!r} is not RFC 3339") from None
+    if parsed.tzinfo is None or "T" not in text.upper():
+        raise DecodeError(f"timestamp {value[:64]!r} needs a date, a time and a UTC offset (e.g. ...Z)")
+    return parsed.astimezone(timezone.utc)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --------------------------------------------------------------------------- strict scalars
+
+
+def _strict_str(value: Any, _: Any = None) -> str:
+    if not isinstance(value, str):
+        raise DecodeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: Any, _: Any = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DecodeError(f"expected a whole number, got {type(value).__name__}")
+    if value < 0 or value > _MAX_U64:
+        raise DecodeError(f"number {value if abs(value) < 10**30 else '(huge)'} is out of range 0..2^64-1")
+    return value
+
+
+def _strict_bool(value: Any, _: Any = None) -> bool:
+    if not isinstance(value, bool):
+        raise DecodeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _json_object(value: Any, _: Any = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DecodeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _optional_json_object(value: Any, _: Any = None) -> dict[str, Any] | None:
+    return None if value is None else _json_object(value)
+
+
+def _str_map(value: Any, _: Any = None) -> dict[str, str]:
+    obj = _json_object(value)
+    for key, item in obj.items():
+        if not isinstance(item, str):
+            raise DecodeError(f"value of {key!r} must be a string, got {type(item).__name__}")
+    return dict(obj)
+
+
+def _is_homogeneous_tuple(tp: Any) -> bool:
+    return getattr(tp, "__origin__", None) is tuple and len(tp.__args__) == 2 and tp.__args__[1] is Ellipsis
+
+
+# --------------------------------------------------------------------------- converter
+
+
+def _make_converter(detailed: bool) -> cattrs.Converter:
+    conv = cattrs.Converter(detailed_validation=detailed)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(ids.EnvId, lambda v, _: ids.parse_env_id(v))
+    conv.register_structure_hook(ids.RevisionId, lambda v, _: ids.parse_ulid(v, "RevisionId"))
+    conv.register_structure_hook(ids.DeploymentId, lambda v, _: ids.parse_ulid(v, "DeploymentId"))
+    conv.register_structure_hook(ids.BundleId, _strict_str)
+    conv.register_structure_hook(ids.PackDescriptor, lambda v, _: ids.PackDescriptor.parse(v))
+    conv.register_unstructure_hook(ids.PackDescriptor, str)
+    conv.register_structure_hook(datetime, lambda v, _: parse_timestamp(v))
+    conv.register_unstructure_hook(datetime, format_timestamp)
+    conv.register_structure_hook_func(lambda t: t == dict[str, Any], _json_object)
+    conv.register_structure_hook_func(lambda t: t == (dict[str, Any] | None), _optional_json_object)
+    conv.register_structure_hook_func(lambda t: t == dict[str, str], _str_map)
+
+    def tuple_hook(tp: Any) -> Any:
+        item_type = tp.__args__[0]
+        if item_type is dict[str, Any]:
+            def structure_objects(value: Any, _: Any) -> tuple:
+                if not isinstance(value, list):
+                    raise DecodeError(f"expected a JSON array, got {type(value).__name__}")
+                for item in value:
+                    _json_object(item)
+                return tuple(value)
+            return structure_objects
+        item_hook = conv.get_structure_hook(item_type)
+
+        def structure_list(value: Any, _: Any) -> tuple:
+            if not isinstance(value, list):
+                raise DecodeError(f"expected a JSON array, got {type(value).__name__}")
+            return tuple([item_hook(item, item_type) for item in value])
+
+        def structure_list_detailed(value: Any, _: Any) -> tuple:
+            if not isinstance(value, list):
+                raise DecodeError(f"expected a JSON array, got {type(value).__name__}")
+            result, errors = [], []
+            for index, item in enumerate(value):
+                try:
+                    result.append(item_hook(item, item_type))
+                except Exception as exc:  # collected and re-raised with its index, as cattrs does
+                    note = IterableValidationNote(f"Structuring {tp} @ index {index}", index, item_type)
+                    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+                    errors.append(exc)
+            if errors:
+                raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
+            return tuple(result)
+
+        return structure_list_detailed if detailed else structure_list
+
+    conv.register_structure_hook_factory(_is_homogeneous_tuple, tuple_hook)
+    conv.register_unstructure_hook_factory(_is_homogeneous_tuple, lambda tp: _unstructure_tuple(conv, tp))
+
+    for cls in _SPEC_CLASSES:
+        _register_class(conv, cls)
+    return conv
+
+
+def _unstructure_tuple(conv: cattrs.Converter, tp: Any) -> Any:
+    item_type = tp.__args__[0]
+    if item_type in (str, ids.RevisionId, ids.DeploymentId, dict[str, Any]):
+        return list
+    item_hook = conv.get_unstructure_hook(item_type)
+    return lambda value: [item_hook(item) for item in value]
+
+
+def _register_class(conv: cattrs.Converter, cls: type) -> None:
+    fields = attrs.fields(cls)
+    names = [f.name for f in fields if f.name != "extra"]
+    known = frozenset(names)
+    required = [f.name for f in fields if f.default is attrs.NOTHING or f.name == "schema"]
+    omit = {n: override(omit_if_default=True) for n in names if n in _OMIT_WHEN_DEFAULT}
+    base_structure = make_dict_structure_fn(cls, conv, extra=override(omit=True))
+    base_unstructure = make_dict_unstructure_fn(cls, conv, extra=override(omit=True), **omit)
+    type_name = cls.__name__
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise DecodeError(f"{type_name} must be a JSON object, got {type(value).__name__}")
+        for key in required:
+            if key not in value:
+                raise DecodeError(f"{type_name} is missing required key {key!r}")
+        obj = base_structure(value, cls)
+        if len(value) > len(known) or not known.issuperset(value):
+            object.__setattr__(obj, "extra", {k: v for k, v in value.items() if k not in known})
+        return obj
+
+    def unstructure(obj: Any) -> dict[str, Any]:
+        out = base_unstructure(obj)
+        if omit:  # cattrs appends omittable keys last; restore declaration order
+            out = {key: out[key] for key in names if key in out}
+        if obj.extra:
+            for key, item in obj.extra.items():
+                out.setdefault(key, item)
+        return out
+
+    conv.register_structure_hook(cls, structure)
+    conv.register_unstructure_hook(cls, unstructure)
+
+
+_FAST = _make_converter(detailed=False)
+_DETAILED = _make_converter(detailed=True)
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, SpecError):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return f"missing required key {exc.args[0]!r}" if exc.args else "missing required key"
+    if isinstance(exc, ValueError) and type_ is not None and isinstance(type_, type):
+        return f"invalid value for {getattr(type_, '__name__', type_)}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Turn parsed JSON into a spec object, or raise one :class:`DecodeError` naming the path."""
+    try:
+        return _FAST.structure(data, cls)
+    except Exception:
+        pass
+    try:
+        return _DETAILED.structure(data, cls)
+    except (cattrs.BaseValidationError, SpecError, ValueError, TypeError, KeyError) as exc:
+        messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
+        first = messages[0] if messages else str(exc)
+        raise DecodeError(f"{cls.__name__} document is malformed: {first}") from None
+
+
+def unstructure(obj: Any) -> Any:
+    return _FAST.unstructure(obj)
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DecodeError(f"duplicate key {key[:80]!r} in JSON object")
+            seen.add(key)
+    return result
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses duplicate keys, NaN/Infinity and absurd nesting, with one-line errors."""
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError("JSON is nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"document is not UTF-8: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError(f"{name} is not allowed in JSON documents")
+
+
+def loads(text: str | bytes, cls: type[T]) -> T:
+    return structure(parse_json(text), cls)
+
+
+def dumps(obj: Any) -> str:
+    """Pretty JSON (2-space indent) with a trailing newline, as the upstream store writes it."""
+    return json.dumps(unstructure(obj), indent=2, ensure_ascii=False) + "\n"
+
+
+def load_environment(text: str | bytes) -> spec.Environment:
+    return loads(text, spec.Environment)
+
+
+def dump_environment(env: spec.Environment) -> str:
+    return dumps(env)
