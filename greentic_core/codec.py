@@ -36,6 +36,7 @@ _OMIT_WHEN_DEFAULT = {
     "answers_ref", "previous_binding_ref", "credentials_ref", "usage", "config_overrides",
     "source_uri", "bundle_source_uri", "staged_at", "warmed_at", "workload",
     "previous_split_ref", "history", "image", "command", "working_dir",
+    "Environment.generation",
 }
 
 _SPEC_CLASSES: tuple[type, ...] = (
@@ -204,7 +205,11 @@ def _register_class(conv: cattrs.Converter, cls: type) -> None:
     names = [f.name for f in fields if f.name != "extra"]
     known = frozenset(names)
     required = [f.name for f in fields if f.default is attrs.NOTHING or f.name == "schema"]
-    omit = {n: override(omit_if_default=True) for n in names if n in _OMIT_WHEN_DEFAULT}
+    omit = {
+        n: override(omit_if_default=True)
+        for n in names
+        if (n in _OMIT_WHEN_DEFAULT and n != "generation") or f"{cls.__name__}.{n}" in _OMIT_WHEN_DEFAULT
+    }
     base_structure = make_dict_structure_fn(cls, conv, extra=override(omit=True))
     base_unstructure = make_dict_unstructure_fn(cls, conv, extra=override(omit=True), **omit)
     type_name = cls.__name__

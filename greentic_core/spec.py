@@ -262,6 +262,9 @@ class Environment:
     revocation: JsonObject = attrs.field(factory=lambda: {"required": False})
     retention: JsonObject = attrs.field(factory=dict)
     health: JsonObject = attrs.field(factory=lambda: {"state": "unknown"})
+    # Our own counter (not upstream): the store adds 1 on every save, so the audit log can
+    # say which change made which state. Left out while 0, so upstream documents round-trip.
+    generation: int = 0
     extra: JsonObject = _extra()
 
     # Lookups are linear scans; engines that need many lookups build an index once.
