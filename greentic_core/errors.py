@@ -268,3 +268,97 @@ class EnvironmentNotFound(StoreError):
 class EnvironmentExists(StoreError):
     kind = "conflict"
     exit_code = 3
+
+
+# --------------------------------------------------------------------------- deployer contract
+
+
+class DeployerError(GreenticError):
+    """Base of every error a deployer verb may raise (the plugin contract's error type)."""
+
+    kind = "deployer"
+    exit_code = 1
+
+
+class RevisionNotFound(DeployerError):
+    """The revision named in a verb call is not in the environment (raised before the provider runs)."""
+
+    kind = "not_found"
+    exit_code = 4
+
+    def __init__(self, env_id: str, revision_id: str) -> None:
+        super().__init__(
+            f"revision {revision_id} not found in environment {env_id!r}",
+            hint="list revisions with `greentic-deployer revision list ENV`",
+            env_id=env_id,
+            revision_id=revision_id,
+        )
+
+
+class SplitNotFound(DeployerError):
+    """No traffic split is recorded for the deployment (raised before the provider runs)."""
+
+    kind = "not_found"
+    exit_code = 4
+
+    def __init__(self, env_id: str, deployment_id: str) -> None:
+        super().__init__(
+            f"no traffic split recorded for deployment {deployment_id} in environment {env_id!r}",
+            hint="record one with `greentic-deployer traffic set ENV DEPLOYMENT REV=10000`",
+            env_id=env_id,
+            deployment_id=deployment_id,
+        )
+
+
+class InvalidSplit(DeployerError):
+    """The recorded split breaks the 10000-basis-point invariant (raised before the provider runs)."""
+
+    kind = "validation"
+    exit_code = 2
+
+    def __init__(self, deployment_id: str, sum: int, reason: str | None = None) -> None:
+        message = reason or f"weights sum to {sum} basis points, must be exactly 10000"
+        super().__init__(
+            f"traffic split for deployment {deployment_id} is invalid: {message}",
+            deployment_id=deployment_id,
+            sum=sum,
+        )
+
+
+class InvalidAnswers(DeployerError):
+    """The provider answers do not match the deployer's answers schema (raised before the provider runs)."""
+
+    kind = "validation"
+    exit_code = 2
+
+
+class ProviderError(DeployerError):
+    """The provider failed. Carries what was called and what the provider said."""
+
+    kind = "provider"
+    exit_code = 1
+
+
+class ProviderTimeout(ProviderError):
+    kind = "timeout"
+    exit_code = 6
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class RegistryError(GreenticError):
+    kind = "plugin"
+    exit_code = 7
+
+
+class PluginNotFound(RegistryError):
+    pass
+
+
+class PluginUnusable(RegistryError):
+    """The plugin is installed but broken, invalid, disabled or incompatible."""
+
+
+class VersionPinMismatch(RegistryError):
+    pass

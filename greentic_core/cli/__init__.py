@@ -1,0 +1,138 @@
+"""The ``greentic-deployer`` command line (click).
+
+Errors: every :class:`~greentic_core.errors.GreenticError` is printed as one line (plus a
+``hint:`` line) or, with ``--json``, as ``{"ok": false, "kind": ..., "message": ...}``; no
+traceback unless ``--debug``. Exit codes:
+
+====  ==================================================
+0     success
+1     provider failure
+2     usage or validation error (bad input, invalid document)
+3     conflict (lifecycle or traffic rule refused the change)
+4     not found (environment, deployment, revision, split)
+5     store error (cannot read or write the environment)
+6     provider timeout
+7     plugin error (not installed, broken, invalid, version pin)
+70    internal error (a bug: run with --debug and report it)
+130   interrupted (Ctrl-C); the recorded state is unchanged
+====  ==================================================
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+
+from .. import __version__
+from ..errors import GreenticError
+from .output import Output
+
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+@attrs.define
+class CliContext:
+    """Global options and lazily created services shared by every command."""
+
+    home: Path | None = None
+    json_mode: bool = False
+    debug: bool = False
+    actor: str = ""
+    no_plugin: tuple[str, ...] = ()
+    out: Output = attrs.field(factory=Output)
+    _registry: Any = None
+    _store: Any = None
+
+    def registry(self):
+        if self._registry is None:
+            from ..registry import Registry
+
+            self._registry = Registry(deny=self.no_plugin)
+        return self._registry
+
+    def store(self):
+        if self._store is None:
+            from ..store import Store
+
+            self._store = Store(self.home)
+        return self._store
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return os.environ.get("USER", "unknown")
+
+
+class GreenticGroup(click.Group):
+    """Turns errors into one line (or one JSON document) and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GreenticError as exc:
+            _report(ctx, exc.kind, exc.message, exc.hint, exc.to_json(), exc)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _report(ctx, "interrupted", "interrupted; the recorded state is unchanged", None,
+                    {"kind": "interrupted", "message": "interrupted"}, None)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # a bug: say so in one line, traceback only with --debug
+            message = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+            _report(ctx, "internal", message, "run again with --debug and report the traceback",
+                    {"kind": "internal", "message": message}, exc)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _report(ctx: click.Context, kind: str, message: str, hint: str | None, doc: dict[str, Any],
+            exc: BaseException | None) -> None:
+    obj = ctx.find_object(CliContext) or CliContext()
+    if obj.debug and exc is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+    obj.out.error(kind, message, hint, doc)
+
+
+@click.group(cls=GreenticGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="greentic-deployer")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="GREENTIC_HOME",
+              help="Store root (default ~/.greentic; environments live in HOME/environments).")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (result or error).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--actor", default=None, help="Who is acting, for the audit log (default: the OS user).")
+@click.option("--no-plugin", multiple=True, metavar="NAME", help="Do not load this deployer plugin.")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, json_mode: bool, debug: bool, actor: str | None,
+        no_plugin: tuple[str, ...]) -> None:
+    """Stage, warm, drain and archive revisions and move traffic between them in basis points."""
+    ctx.obj = CliContext(home=home, json_mode=json_mode, debug=debug, actor=actor or _default_actor(),
+                         no_plugin=no_plugin, out=Output(json_mode=json_mode))
+
+
+def _register_commands() -> None:
+    from . import plugins_commands, spec_commands
+
+    spec_commands.register(cli)
+    plugins_commands.register(cli)
+    try:
+        from . import operator_commands
+    except ImportError:
+        return
+    operator_commands.register(cli)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="greentic-deployer")

@@ -1,0 +1,78 @@
+"""``plugins list`` and ``plugins show``: what is installed and whether it is usable."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from ..registry import OK
+
+NO_PLUGINS_HINT = (
+    "no deployer plugins are installed; install one, e.g. `pip install greentic-deployer-local-process`"
+)
+
+
+def register(cli: click.Group) -> None:
+    @cli.group("plugins")
+    def plugins() -> None:
+        """Installed deployer plugins."""
+
+    @plugins.command("list")
+    @click.pass_obj
+    def list_plugins(obj) -> None:
+        """List deployer plugins with their status (ok / broken / invalid / disabled / ...)."""
+        records = obj.registry().records()
+        data = {"ok": True, "plugins": [r.to_json() for r in records]}
+        if not records:
+            data["hint"] = NO_PLUGINS_HINT
+
+        def human(console) -> None:
+            if not records:
+                console.print(NO_PLUGINS_HINT, markup=False)
+                return
+            table = Table(box=None, pad_edge=False)
+            for column in ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "WEIGHT RES.", "SANDBOX", "NOTES"):
+                table.add_column(column)
+            for r in records:
+                caps = r.descriptor.capabilities if r.descriptor else None
+                notes = r.reason if r.status != OK else "; ".join(r.warnings)
+                table.add_row(
+                    r.name, r.distribution or "-", r.dist_version or "-",
+                    r.status, f"{caps.weight_resolution_bps} bps" if caps else "-",
+                    "yes" if r.has_sandbox else "no", notes or "",
+                )
+            console.print(table)
+
+        obj.out.result(data, human)
+
+    @plugins.command("show")
+    @click.argument("name")
+    @click.pass_obj
+    def show_plugin(obj, name: str) -> None:
+        """Show one plugin: status, descriptor, capabilities, hooks and answers schema."""
+        record = obj.registry().record(name)
+        data = {"ok": True, **record.to_json()}
+
+        def human(console) -> None:
+            console.print(f"{record.name}  ({record.distribution} {record.dist_version})", markup=False)
+            console.print(f"status: {record.status}" + (f" - {record.reason}" if record.reason else ""), markup=False)
+            if record.hint:
+                console.print(f"hint: {record.hint}", markup=False)
+            for warning in record.warnings:
+                console.print(f"warning: {warning}", markup=False)
+            if record.descriptor:
+                d = record.descriptor
+                console.print(f"descriptor: {d.path}@{d.version} (requires greentic-core {d.requires_core})", markup=False)
+                if d.summary:
+                    console.print(f"summary: {d.summary}", markup=False)
+                caps = data["descriptor"]["capabilities"]
+                console.print("capabilities: " + ", ".join(f"{k}={v}" for k, v in caps.items()), markup=False)
+                console.print("hooks: " + ", ".join(record.hooks), markup=False)
+                for check, reason in d.waivers.items():
+                    console.print(f"waiver: {check}: {reason}", markup=False)
+                console.print("answers schema:", markup=False)
+                console.print(json.dumps(dict(d.answers_schema), indent=2), markup=False)
+
+        obj.out.result(data, human)

@@ -1,0 +1,227 @@
+"""The core side of the plugin contract: preconditions, answers checks and error conversion.
+
+This is the one place where these rules live. :class:`BoundDeployer` is the only way the core
+calls a provider verb, so no plugin can skip them:
+
+1. the answers are checked against the descriptor's schema once, when the deployer is bound;
+2. each verb's pure-spec preconditions run before any provider code (typed errors);
+3. the call reaches exactly the bound provider (plus cross-cutting wrappers, never another
+   provider), through pluggy;
+4. an exception that is not a :class:`DeployerError` becomes a :class:`ProviderError` naming
+   the plugin, its distribution and the verb, with the original kept as ``__cause__``;
+5. the result is checked to be of the promised type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import jsonschema
+
+from .errors import (
+    DeployerError,
+    InvalidAnswers,
+    InvalidSplit,
+    ProviderError,
+    RevisionNotFound,
+    SplitNotFound,
+)
+from .outcomes import (
+    ArchiveOutcome,
+    DeployerDescriptor,
+    DrainOutcome,
+    Observation,
+    PreflightCheck,
+    StageOutcome,
+    TrafficSplitOutcome,
+    WarmOutcome,
+)
+from .spec import TOTAL_BPS, Environment, RuntimeConfig
+
+if TYPE_CHECKING:
+    from .registry import PluginRecord
+
+Progress = Callable[[str], None]
+
+REDACTED = "***"
+
+
+def _no_progress(message: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- preconditions
+
+
+def require_revision(env: Environment, revision_id: str) -> None:
+    if env.revision(revision_id) is None:
+        raise RevisionNotFound(env.environment_id, revision_id)
+
+
+def require_valid_split(env: Environment, deployment_id: str) -> None:
+    split = env.split_for(deployment_id)
+    if split is None:
+        raise SplitNotFound(env.environment_id, deployment_id)
+    for entry in split.entries:
+        if entry.weight_bps > TOTAL_BPS:
+            raise InvalidSplit(
+                deployment_id, sum(e.weight_bps for e in split.entries),
+                reason=f"entry {entry.revision_id} has {entry.weight_bps} basis points (above 10000)",
+            )
+    total = sum(e.weight_bps for e in split.entries)
+    if total != TOTAL_BPS:
+        raise InvalidSplit(deployment_id, total)
+
+
+def validate_answers(descriptor: DeployerDescriptor, answers: Any) -> dict[str, Any]:
+    """Check answers against the descriptor's JSON Schema; secrets never appear in the message."""
+    if answers is None:
+        answers = {}
+    if not isinstance(answers, Mapping):
+        raise InvalidAnswers(
+            f"answers for {descriptor.path} must be a JSON object, got {type(answers).__name__}",
+            hint="write the answers as a JSON object, e.g. {\"key\": \"value\"}",
+        )
+    validator_cls = jsonschema.validators.validator_for(descriptor.answers_schema)
+    validator = validator_cls(descriptor.answers_schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(answers)))
+    if error is not None:
+        where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        secret = bool(error.absolute_path) and str(error.absolute_path[0]) in descriptor.secret_keys()
+        detail = f"invalid value ({error.validator} check failed; secret value not shown)" if secret else error.message
+        raise InvalidAnswers(
+            f"answers for {descriptor.path}{where or ''}: {detail}",
+            hint=f"see `greentic-deployer plugins show {descriptor.path}` for the answers schema",
+        )
+    return dict(answers)
+
+
+def redact_answers(descriptor: DeployerDescriptor | None, answers: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the answers that is safe to print or audit."""
+    secrets = descriptor.secret_keys() if descriptor else frozenset()
+    return {k: (REDACTED if k in secrets else v) for k, v in answers.items()}
+
+
+# --------------------------------------------------------------------------- the bound deployer
+
+
+class BoundDeployer:
+    """One provider plugin bound to validated answers and a state directory.
+
+    Created by :meth:`greentic_core.registry.Registry.bind`. Every verb takes the current
+    environment (a frozen value) and returns the typed outcome or raises a DeployerError.
+    """
+
+    def __init__(self, record: "PluginRecord", callers: Mapping[str, Any], answers: Mapping[str, Any],
+                 state_dir: Path | None) -> None:
+        assert record.descriptor is not None
+        self.record = record
+        self.descriptor: DeployerDescriptor = record.descriptor
+        self.answers = validate_answers(self.descriptor, answers)
+        self.state_dir = state_dir
+        self._callers = callers
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def implements(self, hook: str) -> bool:
+        return hook in self.record.hooks
+
+    # -- the call path -----------------------------------------------------------------
+
+    def _call(self, verb: str, expected: type | tuple[type, ...] | None, **kwargs: Any) -> Any:
+        caller = self._callers[verb]
+        try:
+            result = caller(**kwargs)
+        except DeployerError:
+            raise
+        except Exception as exc:
+            dist = self.record.distribution or "unknown distribution"
+            raise ProviderError(
+                f"plugin {self.name} ({dist}) failed in {verb}: {type(exc).__name__}: {exc}",
+                hint="run again with --debug for the provider's traceback",
+                plugin=self.name, distribution=dist, verb=verb,
+            ) from exc
+        if expected is not None and not isinstance(result, expected):
+            names = expected.__name__ if isinstance(expected, type) else "/".join(t.__name__ for t in expected)
+            raise ProviderError(
+                f"plugin {self.name} returned {type(result).__name__} from {verb}, expected {names}",
+                hint="this is a bug in the plugin; report it to its authors",
+                plugin=self.name, verb=verb,
+            )
+        return result
+
+    def _verb_kwargs(self, env: Environment, progress: Progress | None, timeout: float | None) -> dict[str, Any]:
+        return {
+            "env": env, "answers": self.answers, "state_dir": self.state_dir,
+            "progress": progress or _no_progress, "timeout": timeout,
+        }
+
+    def _revision_verb(self, verb: str, expected: type, env: Environment, revision_id: str,
+                       progress: Progress | None, timeout: float | None) -> Any:
+        require_revision(env, revision_id)
+        return self._call(verb, expected, revision_id=revision_id, **self._verb_kwargs(env, progress, timeout))
+
+    def stage(self, env: Environment, revision_id: str, *, progress: Progress | None = None,
+              timeout: float | None = None) -> StageOutcome:
+        return self._revision_verb("greentic_stage_revision", StageOutcome, env, revision_id, progress, timeout)
+
+    def warm(self, env: Environment, revision_id: str, *, progress: Progress | None = None,
+             timeout: float | None = None) -> WarmOutcome:
+        return self._revision_verb("greentic_warm_revision", WarmOutcome, env, revision_id, progress, timeout)
+
+    def drain(self, env: Environment, revision_id: str, *, progress: Progress | None = None,
+              timeout: float | None = None) -> DrainOutcome:
+        return self._revision_verb("greentic_drain_revision", DrainOutcome, env, revision_id, progress, timeout)
+
+    def archive(self, env: Environment, revision_id: str, *, progress: Progress | None = None,
+                timeout: float | None = None) -> ArchiveOutcome:
+        return self._revision_verb("greentic_archive_revision", ArchiveOutcome, env, revision_id, progress, timeout)
+
+    def apply_traffic_split(self, env: Environment, deployment_id: str, *, progress: Progress | None = None,
+                            timeout: float | None = None) -> TrafficSplitOutcome:
+        require_valid_split(env, deployment_id)
+        outcome = self._call(
+            "greentic_apply_traffic_split", TrafficSplitOutcome,
+            deployment_id=deployment_id, **self._verb_kwargs(env, progress, timeout),
+        )
+        if outcome.applied_deployment_id != deployment_id:
+            raise ProviderError(
+                f"plugin {self.name} applied deployment {outcome.applied_deployment_id}, asked for {deployment_id}",
+                plugin=self.name, verb="greentic_apply_traffic_split",
+            )
+        return outcome
+
+    def observe(self, env: Environment) -> Observation:
+        return self._call("greentic_observe", Observation, env=env, answers=self.answers, state_dir=self.state_dir)
+
+    def report_runtime_config(self, env: Environment) -> RuntimeConfig | None:
+        return self._call(
+            "greentic_report_runtime_config", (RuntimeConfig, type(None)),
+            env=env, answers=self.answers, state_dir=self.state_dir,
+        )
+
+    def preflight(self, env: Environment) -> list[PreflightCheck]:
+        checks = self._call("greentic_preflight", (list, tuple, type(None)),
+                            env=env, answers=self.answers, state_dir=self.state_dir)
+        return list(checks or [])
+
+    def render(self, env: Environment) -> list[dict[str, Any]] | None:
+        return self._call("greentic_render", (list, tuple, type(None)), env=env, answers=self.answers)
+
+
+def conformance_sandbox(record: "PluginRecord", caller: Any, workdir: Path) -> contextlib.AbstractContextManager:
+    """The plugin's sandbox context manager, with raw errors converted like any verb."""
+    try:
+        manager = caller(workdir=workdir)
+    except DeployerError:
+        raise
+    except Exception as exc:
+        raise ProviderError(f"plugin {record.name} failed to create its conformance sandbox: {exc}") from exc
+    if manager is None:
+        raise ProviderError(f"plugin {record.name} provides no conformance sandbox",
+                            hint="pass --answers FILE to run against real infrastructure")
+    return manager

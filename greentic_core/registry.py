@@ -1,0 +1,410 @@
+"""Discovery, loading and validation of installed deployer plugins.
+
+Entry-point group ``greentic.deployers``; the entry-point name is the deployer's descriptor
+path and its value the (small) module carrying the hook implementations.
+
+* **Discovery** reads distribution metadata only and is cached on disk, keyed on the state of
+  ``sys.path`` (each entry and its mtime), in a cache directory outside ``sys.path`` (writing
+  inside it would change the key it depends on).
+* **Loading** imports one entry point at a time; an import error, a syntax error or an
+  exception at import marks that plugin *broken* (with its distribution, version and a hint)
+  and the others load. Disabled plugins are never imported.
+* **Validation**: descriptor present and well formed, its path equal to the entry-point name;
+  every required verb implemented; argument names within the spec (pluggy); no hook name that
+  matches no spec (typos are reported); ``greentic-core`` within ``requires_core``; two
+  distributions claiming one name are both reported, naming each other.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import attrs
+import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from . import __version__ as CORE_VERSION
+from . import hookspecs
+from .contract import BoundDeployer, conformance_sandbox
+from .errors import PluginNotFound, PluginUnusable, VersionPinMismatch
+from .ids import PackDescriptor
+from .markers import PROJECT_NAME
+from .outcomes import OPTIONAL_HOOKS, REQUIRED_HOOKS, DeployerDescriptor
+
+GROUP = "greentic.deployers"
+ALLOW_ENV = "GREENTIC_DEPLOYERS"
+DENY_ENV = "GREENTIC_DISABLE_DEPLOYERS"
+CACHE_ENV = "GREENTIC_CACHE_DIR"
+CACHE_FORMAT = 1
+
+#: Top-level modules whose import at plugin-load time is reported (they slow every command).
+HEAVY_MODULES = ("boto3", "botocore", "kubernetes", "lightkube", "google.cloud", "azure")
+
+SPEC_NAMES = frozenset(REQUIRED_HOOKS + OPTIONAL_HOOKS)
+
+OK, BROKEN, INVALID, DISABLED, CONFLICT, INCOMPATIBLE = "ok", "broken", "invalid", "disabled", "conflict", "incompatible"
+
+
+@attrs.frozen
+class EntryPointInfo:
+    """One discovered entry point (metadata only, nothing imported)."""
+
+    name: str
+    value: str
+    distribution: str
+    version: str
+
+
+@attrs.define
+class PluginRecord:
+    """What the registry knows about one installed deployer plugin."""
+
+    name: str
+    value: str
+    distribution: str | None = None
+    dist_version: str | None = None
+    status: str = OK
+    reason: str | None = None
+    hint: str | None = None
+    descriptor: DeployerDescriptor | None = None
+    plugin: Any = None
+    hooks: tuple[str, ...] = ()
+    warnings: list[str] = attrs.field(factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def has_sandbox(self) -> bool:
+        return "greentic_conformance_sandbox" in self.hooks
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name, "distribution": self.distribution, "version": self.dist_version,
+            "status": self.status, "reason": self.reason, "hint": self.hint,
+            "conformance_sandbox": self.has_sandbox, "warnings": list(self.warnings),
+            "hooks": list(self.hooks),
+        }
+        if self.descriptor is not None:
+            d = self.descriptor
+            doc["descriptor"] = {
+                "path": d.path, "version": d.version, "requires_core": d.requires_core, "summary": d.summary,
+                "capabilities": {
+                    "weight_resolution_bps": d.capabilities.weight_resolution_bps,
+                    "drain_slack_seconds": d.capabilities.drain_slack_seconds,
+                    "observes_weights": d.capabilities.observes_weights,
+                    "max_split_entries": d.capabilities.max_split_entries,
+                    **dict(d.capabilities.extra),
+                },
+                "answers_schema": dict(d.answers_schema),
+                "waivers": dict(d.waivers),
+            }
+        return doc
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _split_names(value: str | None) -> set[str]:
+    return {item.strip() for item in (value or "").split(",") if item.strip()}
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "greentic"
+
+
+def sys_path_fingerprint(paths: Iterable[str]) -> str:
+    """A key that changes when anything is installed or removed on ``sys.path``."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{GROUP}|{sys.version}".encode())
+    for entry in paths:
+        try:
+            mtime = os.stat(entry or ".").st_mtime_ns
+        except OSError:
+            mtime = -1
+        digest.update(f"\0{entry}\0{mtime}".encode())
+    return digest.hexdigest()
+
+
+def scan_entry_points(group: str = GROUP, paths: list[str] | None = None) -> list[EntryPointInfo]:
+    """Read every distribution's entry points of ``group`` (first distribution of a name wins)."""
+    found: list[EntryPointInfo] = []
+    seen: set[str] = set()
+    for dist in metadata.distributions(path=paths if paths is not None else sys.path):
+        try:
+            dist_name = dist.metadata["Name"] or "unknown"
+        except Exception:
+            continue
+        key = dist_name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            eps = dist.entry_points
+        except Exception:
+            continue
+        for ep in eps:
+            if ep.group == group:
+                found.append(EntryPointInfo(ep.name, ep.value, dist_name, dist.version or "?"))
+    return found
+
+
+def discover(group: str = GROUP, *, use_cache: bool = True, cache_dir: Path | None = None) -> list[EntryPointInfo]:
+    """Entry points of ``group``, from the on-disk cache when ``sys.path`` has not changed."""
+    if not use_cache:
+        return scan_entry_points(group)
+    key = sys_path_fingerprint(sys.path)
+    cache_file = (cache_dir or default_cache_dir()) / f"entry-points-{hashlib.sha256(group.encode()).hexdigest()[:12]}.json"
+    try:
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return [EntryPointInfo(**item) for item in cached["entry_points"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    found = scan_entry_points(group)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "entry_points": [attrs.asdict(e) for e in found]}))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only home only costs a rescan next time
+    return found
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def caret_compatible(pinned: str, installed: str) -> bool:
+    """``^pinned`` semantics: same major (same minor while major is 0) and not older."""
+    import semver
+
+    p, i = semver.Version.parse(pinned), semver.Version.parse(installed)
+    if i < p.replace(prerelease=None, build=None) and not (i.major == p.major and i.minor == p.minor and i.patch == p.patch):
+        return False
+    if p.major != i.major:
+        return False
+    return p.major != 0 or p.minor == i.minor
+
+
+class Registry:
+    """The installed deployer plugins, loaded lazily and validated one by one."""
+
+    def __init__(self, *, allow: Iterable[str] | None = None, deny: Iterable[str] = (),
+                 use_cache: bool = True, cache_dir: Path | None = None,
+                 entry_points: list[EntryPointInfo] | None = None) -> None:
+        env_allow = _split_names(os.environ.get(ALLOW_ENV))
+        self.allow: set[str] | None = set(allow) if allow is not None else (env_allow or None)
+        self.deny: set[str] = set(deny) | _split_names(os.environ.get(DENY_ENV))
+        self._entry_points = entry_points
+        self._use_cache = use_cache
+        self._cache_dir = cache_dir
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self._records: dict[str, PluginRecord] = {}
+        self._callers: dict[str, dict[str, Any]] = {}
+        self._extensions: list[Any] = []
+
+    # -- discovery ------------------------------------------------------------------------
+
+    def entry_points(self) -> list[EntryPointInfo]:
+        if self._entry_points is None:
+            self._entry_points = discover(GROUP, use_cache=self._use_cache, cache_dir=self._cache_dir)
+        return self._entry_points
+
+    def names(self) -> list[str]:
+        return sorted({ep.name for ep in self.entry_points()})
+
+    def enabled(self, name: str) -> bool:
+        return name not in self.deny and (self.allow is None or name in self.allow)
+
+    # -- loading --------------------------------------------------------------------------
+
+    def records(self) -> list[PluginRecord]:
+        """Load (if needed) and return every discovered plugin, sorted by name."""
+        return [self.record(name) for name in self.names()]
+
+    def record(self, name: str) -> PluginRecord:
+        if name in self._records:
+            return self._records[name]
+        claims = [ep for ep in self.entry_points() if ep.name == name]
+        if not claims:
+            raise PluginNotFound(
+                f"no deployer plugin named {name!r} is installed",
+                hint=_install_hint(name, self.names()),
+                name=name,
+            )
+        first = claims[0]
+        record = PluginRecord(name=name, value=first.value, distribution=first.distribution,
+                              dist_version=first.version)
+        if len(claims) > 1:
+            owners = ", ".join(f"{ep.distribution} {ep.version}" for ep in claims)
+            record.status, record.reason = CONFLICT, f"{len(claims)} distributions claim the name {name!r}: {owners}"
+            record.hint = "uninstall all but one of them"
+        elif not self.enabled(name):
+            record.status = DISABLED
+            record.reason = "disabled by " + (
+                f"{DENY_ENV} or --no-plugin" if name in self.deny else f"{ALLOW_ENV} (not in the allow-list)"
+            )
+        else:
+            self._load(record)
+        self._records[name] = record
+        return record
+
+    def _load(self, record: PluginRecord) -> None:
+        before = set(sys.modules)
+        try:
+            ep = metadata.EntryPoint(name=record.name, value=record.value, group=GROUP)
+            plugin = ep.load()
+        except (Exception, SystemExit) as exc:  # third-party import code: report, never crash
+            record.status = BROKEN
+            record.reason = f"import of {record.value} failed: {type(exc).__name__}: {_one_line(exc)}"
+            record.hint = f"reinstall or uninstall it: pip install --force-reinstall {record.distribution}"
+            return
+        new_modules = set(sys.modules) - before
+        heavy = [m for m in HEAVY_MODULES if m in new_modules]
+        if heavy:
+            record.warnings.append(
+                f"imports {', '.join(heavy)} when loaded; import SDKs inside the hooks to keep the CLI fast"
+            )
+        record.plugin = plugin
+        try:
+            self.pm.register(plugin, name=record.name)
+        except pluggy.PluginValidationError as exc:
+            record.status, record.reason = INVALID, _one_line(exc)
+            record.hint = "fix the hook signature: implementations may only use argument names of the spec"
+            return
+        except ValueError as exc:
+            record.status, record.reason = INVALID, f"cannot register: {_one_line(exc)}"
+            return
+        problem = self._validate(record, plugin)
+        if problem is not None:
+            record.status, record.reason, record.hint = problem
+            self.pm.unregister(plugin)
+            return
+        others = [p for n, p in self.pm.list_name_plugin() if n != record.name and p is not None]
+        self._callers[record.name] = {
+            hook: self.pm.subset_hook_caller(hook, remove_plugins=others) for hook in SPEC_NAMES
+        }
+
+    def _validate(self, record: PluginRecord, plugin: Any) -> tuple[str, str, str | None] | None:
+        callers = self.pm.get_hookcallers(plugin) or []
+        names = {caller.name for caller in callers}
+        record.hooks = tuple(sorted(names & SPEC_NAMES))
+        unknown = sorted(caller.name for caller in callers if caller.spec is None)
+        unmarked = sorted(
+            attr for attr in dir(plugin)
+            if attr.startswith("greentic_") and callable(getattr(plugin, attr, None)) and attr not in names
+        )
+        if unknown or unmarked:
+            bad = (unknown or unmarked)[0]
+            close = difflib.get_close_matches(bad, sorted(SPEC_NAMES), n=1)
+            what = "matches no hook spec" if unknown else "is not marked with @hookimpl"
+            return INVALID, f"{bad} {what}" + (f" (did you mean {close[0]}?)" if close and close[0] != bad else ""), \
+                "rename it to a hook of greentic_core.hookspecs and decorate it with @greentic_core.hookimpl"
+        missing = [hook for hook in REQUIRED_HOOKS if hook not in names]
+        if missing:
+            return INVALID, f"does not implement {', '.join(missing)}", "every deployer verb must be implemented"
+        try:
+            descriptor = self.pm.subset_hook_caller(
+                "greentic_deployer_descriptor",
+                remove_plugins=[p for n, p in self.pm.list_name_plugin() if n != record.name and p is not None],
+            )()
+        except Exception as exc:
+            return BROKEN, f"greentic_deployer_descriptor raised {type(exc).__name__}: {_one_line(exc)}", None
+        if not isinstance(descriptor, DeployerDescriptor):
+            return INVALID, f"greentic_deployer_descriptor returned {type(descriptor).__name__}, not DeployerDescriptor", None
+        record.descriptor = descriptor
+        if descriptor.path != record.name:
+            return INVALID, f"descriptor path {descriptor.path!r} differs from entry-point name {record.name!r}", \
+                "make the entry-point name equal to the descriptor path"
+        try:
+            PackDescriptor.parse(f"{descriptor.path}@{descriptor.version}")
+        except Exception as exc:
+            return INVALID, f"descriptor is malformed: {_one_line(exc)}", None
+        try:
+            spec_set = SpecifierSet(descriptor.requires_core)
+        except InvalidSpecifier:
+            return INVALID, f"requires_core {descriptor.requires_core!r} is not a PEP 440 specifier", None
+        if not spec_set.contains(Version(CORE_VERSION), prereleases=True):
+            return INCOMPATIBLE, f"requires greentic-core {descriptor.requires_core}, running {CORE_VERSION}", \
+                f"install a version of {record.distribution} that supports greentic-core {CORE_VERSION}"
+        if not isinstance(descriptor.answers_schema, dict):
+            return INVALID, "answers_schema must be a JSON Schema object", None
+        return None
+
+    # -- extensions -----------------------------------------------------------------------
+
+    def register_extension(self, plugin: Any, name: str) -> None:
+        """Register a cross-cutting plugin (audit, tracing). It may only *wrap* verb calls."""
+        self.pm.register(plugin, name=name)
+        for impl_caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in impl_caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    self.pm.unregister(plugin)
+                    raise PluginUnusable(
+                        f"extension {name} implements {impl_caller.name} without wrapper=True; "
+                        "extensions may wrap verbs, never replace the provider"
+                    )
+        self._extensions.append(plugin)
+        for provider, callers in self._callers.items():
+            others = [p for n, p in self.pm.list_name_plugin() if n != provider and p is not None
+                      and p not in self._extensions]
+            for hook in list(callers):
+                callers[hook] = self.pm.subset_hook_caller(hook, remove_plugins=others)
+
+    # -- resolution -----------------------------------------------------------------------
+
+    def resolve(self, kind: str | PackDescriptor) -> PluginRecord:
+        """The usable plugin for a ``path@version`` binding, or a one-line error."""
+        descriptor = kind if isinstance(kind, PackDescriptor) else PackDescriptor.parse(str(kind))
+        record = self.record(descriptor.path)
+        if not record.ok:
+            raise PluginUnusable(
+                f"deployer plugin {record.name} is {record.status}: {record.reason}",
+                hint=record.hint or f"see `greentic-deployer plugins show {record.name}`",
+                name=record.name, status=record.status,
+            )
+        assert record.descriptor is not None
+        if not caret_compatible(descriptor.version, record.descriptor.version):
+            raise VersionPinMismatch(
+                f"environment pins {descriptor.path}@{descriptor.version} but {record.distribution} "
+                f"{record.dist_version} provides version {record.descriptor.version}",
+                hint=f"install a compatible version (^{descriptor.version}) or re-pin the environment",
+                pinned=descriptor.version, installed=record.descriptor.version,
+            )
+        return record
+
+    def bind(self, kind: str | PackDescriptor, answers: dict[str, Any] | None, state_dir: Path | None = None) -> BoundDeployer:
+        record = self.resolve(kind)
+        return BoundDeployer(record, self._callers[record.name], answers or {}, state_dir)
+
+    def sandbox(self, name: str, workdir: Path):
+        record = self.record(name)
+        if not record.ok:
+            raise PluginUnusable(f"deployer plugin {name} is {record.status}: {record.reason}", hint=record.hint)
+        return conformance_sandbox(record, self._callers[name]["greentic_conformance_sandbox"], workdir)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _install_hint(name: str, installed: list[str]) -> str:
+    close = difflib.get_close_matches(name, installed, n=1)
+    if close:
+        return f"did you mean {close[0]}? (`greentic-deployer plugins list` shows what is installed)"
+    suffix = name.rsplit(".", 1)[-1]
+    return f"install it, e.g. `pip install greentic-deployer-{suffix}`, then check `greentic-deployer plugins list`"
