@@ -220,6 +220,7 @@ class SplitHistoryItem:
     updated_at: datetime
     updated_by: str
     authorization_ref: str = "auth.json"
+    extra: JsonObject = _extra()
 
 
 @attrs.frozen(kw_only=True)
