@@ -60,9 +60,9 @@ class CliContext:
 
     def store(self):
         if self._store is None:
-            from ..store import Store
+            from ..store import Store, environments_root
 
-            self._store = Store(self.home)
+            self._store = Store(environments_root(self.home) if self.home else None)
         return self._store
 
 
@@ -124,14 +124,59 @@ def _register_commands() -> None:
 
     spec_commands.register(cli)
     plugins_commands.register(cli)
-    try:
-        from . import operator_commands
-    except ImportError:
-        return
+    from . import operator_commands
+
     operator_commands.register(cli)
 
 
+class _PluginCommand(click.Command):
+    """A placeholder for a command contributed by a plugin, loaded only when it is run."""
+
+
+def _register_plugin_commands() -> None:
+    """Commands plugins contribute through the ``greentic.commands`` entry-point group.
+
+    Only names are read at start-up (from the cached discovery); the module is imported when
+    the command runs, so a broken plugin cannot break the CLI, and ``--help`` stays fast.
+    """
+    from ..registry import discover
+
+    try:
+        entry_points = discover("greentic.commands")
+    except Exception:
+        return
+    for ep in entry_points:
+        if ep.name in cli.commands:
+            continue
+        cli.add_command(_lazy_command(ep))
+
+
+def _lazy_command(ep) -> click.Command:
+    def load() -> click.Command:
+        from importlib import metadata
+
+        try:
+            command = metadata.EntryPoint(name=ep.name, value=ep.value, group="greentic.commands").load()
+        except Exception as exc:
+            raise GreenticError(f"command {ep.name} from {ep.distribution} {ep.version} cannot be loaded: {exc}",
+                                hint=f"reinstall it: pip install --force-reinstall {ep.distribution}") from exc
+        return command
+
+    @click.command(ep.name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                              "help_option_names": []},
+                   add_help_option=False, help=f"(from {ep.distribution}) run `greentic-deployer {ep.name} --help`")
+    @click.pass_context
+    def run(ctx: click.Context) -> None:
+        command = load()
+        sub = command.make_context(ep.name, list(ctx.args), parent=ctx)
+        with sub:
+            command.invoke(sub)
+
+    return run
+
+
 _register_commands()
+_register_plugin_commands()
 
 
 def main() -> None:

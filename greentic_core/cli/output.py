@@ -13,8 +13,11 @@ from rich.console import Console
 @attrs.define
 class Output:
     json_mode: bool = False
-    stdout: Console = attrs.field(factory=lambda: Console(soft_wrap=True, highlight=False))
-    stderr: Console = attrs.field(factory=lambda: Console(stderr=True, soft_wrap=True, highlight=False))
+    # Off a terminal, tables are for scripts and logs: wide enough that ids are never cut.
+    stdout: Console = attrs.field(factory=lambda: Console(
+        soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 240))
+    stderr: Console = attrs.field(factory=lambda: Console(
+        stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 240))
 
     @property
     def interactive(self) -> bool:
@@ -43,3 +46,26 @@ class Output:
             self.stderr.print(f"error: {message}", markup=False, highlight=False)
             if hint:
                 self.stderr.print(f"hint: {hint}", markup=False, highlight=False)
+
+
+class ProgressReporter:
+    """``progress(message)`` for long waits: a live status line on a terminal, silent otherwise."""
+
+    def __init__(self, out: Output, title: str) -> None:
+        self._status = None
+        self._title = title
+        if out.interactive:
+            self._status = out.stderr.status(title)
+
+    def __enter__(self) -> "ProgressReporter":
+        if self._status is not None:
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def __call__(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(f"{self._title}: {message}")

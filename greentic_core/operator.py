@@ -1,0 +1,546 @@
+"""The operator: sequences provider verbs with lifecycle and traffic records (library API, no CLI).
+
+Every verb runs in one store transaction (the environment's exclusive lock is held from load
+to save) in this order:
+
+1. resolve the ids the user gave (full ids, unambiguous prefixes, ``latest``);
+2. run the pure engine on the loaded environment, so a refused change (conflict, guard, bad
+   weights) fails before any provider call;
+3. call the provider through the bound deployer (which checks the contract preconditions);
+4. only after the provider succeeded, save the engine's new environment.
+
+A provider failure leaves ``environment.json`` byte-identical and appends an audit event
+saying what failed. ``record_only`` skips step 3 and says so in the audit log. Secrets from
+the answers never reach an audit event or a result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import attrs
+
+from . import lifecycle, traffic
+from .codec import utc_now
+from .contract import BoundDeployer, redact_answers
+from .errors import (
+    DeployerError,
+    GreenticError,
+    PluginUnusable,
+    ProviderError,
+    SpecError,
+)
+from .ids import PackDescriptor, mint_ulid, parse_env_id
+from .outcomes import CheckStatus, Observation, PreflightCheck
+from .projection import materialize_runtime_config
+from .registry import Registry
+from .spec import (
+    DEFAULT_LISTEN_ADDR,
+    CapabilitySlot,
+    Environment,
+    EnvPackBinding,
+    HostConfig,
+    Lifecycle,
+    Revision,
+    RuntimeConfig,
+    TrafficSplit,
+    Workload,
+)
+from .store import Store, atomic_write
+from .validation import validate_environment
+
+ANSWERS_REF = "env-packs/deployer/answers.json"
+Progress = Callable[[str], None]
+
+
+class AmbiguousReference(GreenticError):
+    kind = "usage"
+    exit_code = 2
+
+
+class UnknownReference(GreenticError):
+    kind = "not_found"
+    exit_code = 4
+
+
+class NoDeployerBinding(GreenticError):
+    kind = "validation"
+    exit_code = 2
+
+
+class InvalidInput(GreenticError):
+    kind = "usage"
+    exit_code = 2
+
+
+@attrs.frozen
+class VerbResult:
+    """What a lifecycle verb did: the revision as recorded and the provider's outcome detail."""
+
+    revision: Revision
+    starting_lifecycle: Lifecycle
+    record_only: bool
+    outcome: Mapping[str, Any]
+    generation: int
+
+
+@attrs.frozen
+class TrafficChange:
+    split: TrafficSplit
+    changed: bool
+    record_only: bool
+    outcome: Mapping[str, Any]
+    generation: int
+
+
+def _no_progress(message: str) -> None:
+    pass
+
+
+def _outcome_detail(outcome: Any) -> dict[str, Any]:
+    if outcome is None:
+        return {}
+    detail = dict(getattr(outcome, "detail", {}) or {})
+    for key in ("provider_weights", "max_deviation_bps"):
+        value = getattr(outcome, key, None)
+        if value is not None:
+            detail[key] = dict(value) if isinstance(value, Mapping) else value
+    return detail
+
+
+# --------------------------------------------------------------------------- references
+
+
+def resolve_deployment(env: Environment, ref: str) -> str:
+    """A deployment id from a full id, a unique prefix, or a bundle id."""
+    ref_upper = ref.upper()
+    ids = [b.deployment_id for b in env.bundles]
+    if ref_upper in ids:
+        return ref_upper
+    by_bundle = [b.deployment_id for b in env.bundles if b.bundle_id == ref]
+    if len(by_bundle) == 1:
+        return by_bundle[0]
+    return _unique_prefix("deployment", ref, ids, env.environment_id,
+                          hint="list deployments with `greentic-deployer deployment list ENV`")
+
+
+def resolve_revision(env: Environment, ref: str, deployment_id: str | None = None) -> str:
+    """A revision id from a full id, a unique prefix, or ``latest`` (newest of one deployment)."""
+    if ref.lower() == "latest":
+        if deployment_id is None:
+            if len(env.bundles) != 1:
+                raise AmbiguousReference(
+                    "`latest` needs one deployment, and this environment has "
+                    f"{len(env.bundles)}", hint="give a revision id or prefix instead")
+            deployment_id = env.bundles[0].deployment_id
+        candidates = [r for r in env.revisions if r.deployment_id == deployment_id]
+        if not candidates:
+            raise UnknownReference(f"deployment {deployment_id} has no revisions",
+                                   hint="stage one with `greentic-deployer revision stage`")
+        return max(candidates, key=lambda r: (r.sequence, r.revision_id)).revision_id
+    pool = [r.revision_id for r in env.revisions if deployment_id is None or r.deployment_id == deployment_id]
+    if ref.upper() in pool:
+        return ref.upper()
+    return _unique_prefix("revision", ref, pool, env.environment_id,
+                          hint="list revisions with `greentic-deployer revision list ENV`")
+
+
+def _unique_prefix(what: str, ref: str, pool: Sequence[str], env_id: str, *, hint: str) -> str:
+    if not ref:
+        raise InvalidInput(f"empty {what} id", hint=hint)
+    prefix = ref.upper()
+    matches = sorted({item for item in pool if item.startswith(prefix)})
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UnknownReference(f"no {what} matches {ref!r} in environment {env_id!r}", hint=hint)
+    shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
+    raise AmbiguousReference(f"{what} prefix {ref!r} is ambiguous: matches {len(matches)} ({shown})",
+                             hint="give more characters of the id")
+
+
+# --------------------------------------------------------------------------- the operator
+
+
+class Operator:
+    """Runs the deployer commands against a store and the installed plugins."""
+
+    def __init__(self, store: Store, registry: Registry, *, actor: str, command: str = "",
+                 progress: Progress | None = None, clock: Callable[[], Any] = utc_now) -> None:
+        self.store = store
+        self.registry = registry
+        self.actor = actor
+        self.command = command
+        self.progress = progress or _no_progress
+        self.clock = clock
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def updated_by(self) -> str:
+        return f"operator://local/{self.actor}"
+
+    def _event(self, **fields: Any) -> dict[str, Any]:
+        event = {"actor": self.actor, "command": self.command}
+        event.update({k: v for k, v in fields.items() if v is not None})
+        return event
+
+    def deployer_binding(self, env: Environment) -> EnvPackBinding:
+        binding = env.pack_for_slot(CapabilitySlot.DEPLOYER)
+        if binding is None:
+            raise NoDeployerBinding(
+                f"environment {env.environment_id!r} has no deployer binding",
+                hint="create environments with `greentic-deployer env init ENV --deployer PATH@VERSION`")
+        return binding
+
+    def load_answers(self, env: Environment) -> dict[str, Any]:
+        binding = self.deployer_binding(env)
+        if not binding.answers_ref:
+            return {}
+        path = self.store.env_dir(env.environment_id) / binding.answers_ref
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"cannot read deployer answers {path}: {exc}",
+                               hint="fix or remove the answers file") from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"deployer answers {path} must be a JSON object")
+        return data
+
+    def bind(self, env: Environment) -> BoundDeployer:
+        binding = self.deployer_binding(env)
+        return self.registry.bind(binding.kind, self.load_answers(env), self.store.env_dir(env.environment_id))
+
+    def _provider_call(self, tx, verb: str, call: Callable[[], Any], *, subject: dict[str, Any]) -> Any:
+        """Run one provider verb; on failure audit it (nothing else changes) and re-raise."""
+        started = time.monotonic()
+        try:
+            return call()
+        except (DeployerError, KeyboardInterrupt) as exc:
+            outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            try:
+                tx.audit(self._event(verb=verb, outcome=outcome, error=error,
+                                     duration_ms=round((time.monotonic() - started) * 1000), **subject))
+            except GreenticError:
+                pass  # the provider error is the one to report
+            if isinstance(exc, ProviderError) and exc.hint is None:
+                exc.hint = f"fix the cause and run the command again; `greentic-deployer env doctor {tx.env_id}` checks the setup"
+            raise
+        finally:
+            self._last_duration_ms = round((time.monotonic() - started) * 1000)
+
+    # -- environments -----------------------------------------------------------------------
+
+    def init_env(self, env_id: str, deployer: str, *, answers: Mapping[str, Any] | None = None,
+                 listen_addr: str | None = None, name: str | None = None) -> Environment:
+        parse_env_id(env_id)
+        self.store.env_dir(env_id)  # refuses ids unsafe as a directory name
+        kind = self._pin(deployer)
+        bound = self.registry.bind(kind, dict(answers or {}), None)  # validates answers first
+        host = HostConfig(env_id=env_id, listen_addr=listen_addr)
+        env = Environment(
+            environment_id=env_id, name=name or env_id, host_config=host,
+            packs=(EnvPackBinding(slot=CapabilitySlot.DEPLOYER, kind=kind,
+                                  pack_ref=f"pack-{kind.path}", answers_ref=ANSWERS_REF, generation=1),),
+        )
+        validate_environment(env)
+        stored = self.store.create(env, audit_event=self._event(
+            verb="env.init", outcome="ok", deployer=str(kind),
+            answers=redact_answers(bound.descriptor, bound.answers)))
+        atomic_write(self.store.env_dir(env_id) / ANSWERS_REF, (json.dumps(bound.answers, indent=2) + "\n").encode())
+        return stored
+
+    def _pin(self, deployer: str) -> PackDescriptor:
+        """``path@version`` as given, or ``path`` pinned to the installed plugin's version."""
+        if "@" in deployer:
+            return PackDescriptor.parse(deployer)
+        record = self.registry.record(deployer)
+        if not record.ok or record.descriptor is None:
+            raise PluginUnusable(f"deployer plugin {deployer} is {record.status}: {record.reason}",
+                                 hint=record.hint or f"see `greentic-deployer plugins show {deployer}`")
+        return PackDescriptor.parse(f"{deployer}@{record.descriptor.version}")
+
+    def history(self, env_id: str) -> list[dict[str, Any]]:
+        return list(reversed(self.store.audit_events(env_id)))
+
+    # -- deployments ------------------------------------------------------------------------
+
+    def add_deployment(self, env_id: str, bundle_id: str, *, hosts: Sequence[str] = (),
+                       path_prefixes: Sequence[str] = ()):
+        for prefix in path_prefixes:
+            if not prefix.startswith("/"):
+                raise InvalidInput(f"path prefix {prefix!r} must start with '/'", hint="e.g. --path-prefix /api")
+        with self.store.transaction(env_id) as tx:
+            env, deployment = lifecycle.add_deployment(tx.env, bundle_id, hosts=tuple(hosts),
+                                                       path_prefixes=tuple(path_prefixes), now=self.clock())
+            tx.save(env, audit_event=self._event(verb="deployment.add", outcome="ok",
+                                                 deployment_id=deployment.deployment_id, bundle_id=bundle_id))
+            return deployment
+
+    # -- revisions --------------------------------------------------------------------------
+
+    def stage(self, env_id: str, deployment_ref: str, *, workload: Workload | None = None,
+              drain_seconds: int = 30, bundle_digest: str = "sha256:00", record_only: bool = False,
+              timeout: float | None = None) -> VerbResult:
+        with self.store.transaction(env_id) as tx:
+            deployment_id = resolve_deployment(tx.env, deployment_ref)
+            result = lifecycle.stage_revision(tx.env, deployment_id, workload=workload,
+                                              drain_seconds=drain_seconds, bundle_digest=bundle_digest,
+                                              now=self.clock())
+            rid = result.revision.revision_id
+            outcome = None
+            if not record_only:
+                bound = self.bind(result.env)
+                outcome = self._provider_call(
+                    tx, "stage", lambda: bound.stage(result.env, rid, progress=self.progress, timeout=timeout),
+                    subject={"revision_id": rid, "deployment_id": deployment_id})
+            stored = tx.save(result.env, audit_event=self._event(
+                verb="revision.stage", outcome="ok", revision_id=rid, deployment_id=deployment_id,
+                record_only=record_only or None, duration_ms=getattr(self, "_last_duration_ms", None)))
+            return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only, _outcome_detail(outcome),
+                              stored.generation)
+
+    def warm(self, env_id: str, revision_ref: str, *, record_only: bool = False,
+             timeout: float | None = None) -> VerbResult:
+        with self.store.transaction(env_id) as tx:
+            env = tx.env
+            rid = resolve_revision(env, revision_ref)
+            now = self.clock()
+            lifecycle.warm_revision(env, rid, now=now)  # refused transitions fail before the provider
+            outcome, gate = None, None
+            if not record_only:
+                bound = self.bind(env)
+                outcome = self._provider_call(
+                    tx, "warm", lambda: bound.warm(env, rid, progress=self.progress, timeout=timeout),
+                    subject={"revision_id": rid})
+                gate = self._health_gate(bound, rid)
+            event = self._event(verb="revision.warm", revision_id=rid, record_only=record_only or None,
+                                duration_ms=None if record_only else self._last_duration_ms)
+            try:
+                result = lifecycle.warm_revision(env, rid, now=now, health_gate=gate)
+            except lifecycle.HealthGateFailed as exc:
+                tx.save(exc.environment, audit_event={**event, "outcome": "health_gate_failed", "error": str(exc)})
+                raise
+            stored = tx.save(result.env, audit_event={**event, "outcome": "ok"})
+            return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only,
+                              _outcome_detail(outcome), stored.generation)
+
+    def _health_gate(self, bound: BoundDeployer, rid: str):
+        """After a successful warm, the provider's own observation must say the revision serves."""
+
+        def gate(env: Environment, revision: Revision):
+            try:
+                observed = bound.observe(env).revision(rid)
+            except DeployerError as exc:
+                return lifecycle.HealthGateFailure(failed_checks=("provider-health",),
+                                                   message=f"observe failed after warm: {exc}")
+            if observed.present and observed.serving:
+                return None
+            return lifecycle.HealthGateFailure(
+                failed_checks=("provider-health",),
+                message=f"provider reports revision {rid} present={observed.present} serving={observed.serving}"
+                        + (f" ({observed.detail})" if observed.detail else ""))
+
+        return gate
+
+    def drain(self, env_id: str, revision_ref: str, *, record_only: bool = False,
+              timeout: float | None = None) -> VerbResult:
+        with self.store.transaction(env_id) as tx:
+            env = tx.env
+            rid = resolve_revision(env, revision_ref)
+            now = self.clock()
+            drained = lifecycle.drain_revision(env, rid, now=now)  # StillRouted / Conflict before the provider
+            outcome = None
+            if not record_only:
+                bound = self.bind(env)
+                outcome = self._provider_call(
+                    tx, "drain", lambda: bound.drain(env, rid, progress=self.progress, timeout=timeout),
+                    subject={"revision_id": rid})
+            # The provider has finished draining and stopped the revision: record it inactive.
+            done = lifecycle.complete_drain(drained.env, rid, now=now)
+            stored = tx.save(done.env, audit_event=self._event(
+                verb="revision.drain", outcome="ok", revision_id=rid, record_only=record_only or None,
+                duration_ms=None if record_only else self._last_duration_ms))
+            return VerbResult(stored.revision(rid), drained.starting_lifecycle, record_only,
+                              _outcome_detail(outcome), stored.generation)
+
+    def archive(self, env_id: str, revision_ref: str, *, record_only: bool = False,
+                timeout: float | None = None) -> VerbResult:
+        with self.store.transaction(env_id) as tx:
+            env = tx.env
+            rid = resolve_revision(env, revision_ref)
+            result = lifecycle.archive_revision(env, rid, now=self.clock())  # guard before the provider
+            outcome = None
+            if not record_only:
+                bound = self.bind(env)
+                outcome = self._provider_call(
+                    tx, "archive", lambda: bound.archive(env, rid, progress=self.progress, timeout=timeout),
+                    subject={"revision_id": rid})
+            stored = tx.save(result.env, audit_event=self._event(
+                verb="revision.archive", outcome="ok", revision_id=rid, record_only=record_only or None,
+                duration_ms=None if record_only else self._last_duration_ms))
+            return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only,
+                              _outcome_detail(outcome), stored.generation)
+
+    # -- traffic ----------------------------------------------------------------------------
+
+    def traffic_set(self, env_id: str, deployment_ref: str, weights: str | Sequence[tuple[str, int]], *,
+                    idempotency_key: str | None = None, record_only: bool = False,
+                    timeout: float | None = None) -> TrafficChange:
+        pairs = traffic.parse_weights(weights) if isinstance(weights, str) else list(weights)
+        with self.store.transaction(env_id) as tx:
+            env = tx.env
+            deployment_id = resolve_deployment(env, deployment_ref)
+            resolved = [(resolve_revision(env, rev, deployment_id), bps) for rev, bps in pairs]
+            result = traffic.set_traffic_split(
+                env, deployment_id, resolved, idempotency_key=idempotency_key or f"set-{mint_ulid()}",
+                updated_by=self.updated_by, now=self.clock())
+            return self._apply_split(tx, result, deployment_id, "traffic.set", record_only, timeout)
+
+    def traffic_rollback(self, env_id: str, deployment_ref: str, *, steps: int = 1, record_only: bool = False,
+                         timeout: float | None = None) -> TrafficChange:
+        with self.store.transaction(env_id) as tx:
+            deployment_id = resolve_deployment(tx.env, deployment_ref)
+            result = traffic.rollback_traffic_split(tx.env, deployment_id, steps=steps,
+                                                    updated_by=self.updated_by, now=self.clock())
+            return self._apply_split(tx, result, deployment_id, "traffic.rollback", record_only, timeout,
+                                     steps=steps)
+
+    def _apply_split(self, tx, result, deployment_id: str, verb: str, record_only: bool,
+                     timeout: float | None, **extra: Any) -> TrafficChange:
+        outcome = None
+        if not record_only:
+            bound = self.bind(result.env)
+            # Applied on a replay too, so a provider left behind by a failed call is repaired.
+            outcome = self._provider_call(
+                tx, "apply_traffic_split",
+                lambda: bound.apply_traffic_split(result.env, deployment_id, progress=self.progress, timeout=timeout),
+                subject={"deployment_id": deployment_id})
+        weights = {e.revision_id: e.weight_bps for e in result.split.entries}
+        if result.changed:
+            stored = tx.save(result.env, audit_event=self._event(
+                verb=verb, outcome="ok", deployment_id=deployment_id, split_generation=result.split.generation,
+                weights=weights, record_only=record_only or None,
+                duration_ms=None if record_only else self._last_duration_ms, **extra))
+            split = stored.split_for(deployment_id)
+        else:
+            tx.refresh_runtime_config()
+            tx.audit(self._event(verb=verb, outcome="replayed", deployment_id=deployment_id,
+                                 split_generation=result.split.generation, weights=weights))
+            stored, split = tx.env, result.split
+        assert split is not None
+        return TrafficChange(split, result.changed, record_only, _outcome_detail(outcome), stored.generation)
+
+    # -- inspection and repair ---------------------------------------------------------------
+
+    def observe(self, env_id: str) -> Observation:
+        env = self.store.load(env_id)
+        return self.bind(env).observe(env)
+
+    def runtime_config(self, env_id: str) -> RuntimeConfig:
+        env = self.store.load(env_id)
+        reported = None
+        try:
+            reported = self.bind(env).report_runtime_config(env)
+        except GreenticError:
+            reported = None
+        return reported or materialize_runtime_config(env)
+
+    def doctor(self, env_id: str) -> list[PreflightCheck]:
+        """Is this environment workable? Each check passes, fails or is skipped, with a message."""
+        checks: list[PreflightCheck] = []
+
+        def add(name: str, status: CheckStatus, message: str = "") -> None:
+            checks.append(PreflightCheck(name=name, status=status, message=message))
+
+        try:
+            env = self.store.load(env_id)
+            add("environment-valid", CheckStatus.PASS, f"generation {env.generation}")
+        except GreenticError as exc:
+            add("environment-valid", CheckStatus.FAIL, str(exc))
+            return checks
+        try:
+            binding = self.deployer_binding(env)
+        except GreenticError as exc:
+            add("deployer-binding", CheckStatus.FAIL, str(exc))
+            return checks
+        record = None
+        try:
+            record = self.registry.record(binding.kind.path)
+            status = CheckStatus.PASS if record.ok else CheckStatus.FAIL
+            add("plugin-installed", status, f"{record.distribution} {record.dist_version} is {record.status}"
+                + (f": {record.reason}" if record.reason else ""))
+        except GreenticError as exc:
+            add("plugin-installed", CheckStatus.FAIL, f"{exc}" + (f" ({exc.hint})" if exc.hint else ""))
+        if record is None or not record.ok:
+            for name in ("version-pin", "answers-valid", "preflight"):
+                add(name, CheckStatus.SKIP, "plugin not usable")
+            return checks
+        try:
+            self.registry.resolve(binding.kind)
+            add("version-pin", CheckStatus.PASS, f"{binding.kind} satisfied by {record.descriptor.version}")
+        except GreenticError as exc:
+            add("version-pin", CheckStatus.FAIL, str(exc))
+            add("answers-valid", CheckStatus.SKIP, "version pin not satisfied")
+            add("preflight", CheckStatus.SKIP, "version pin not satisfied")
+            return checks
+        try:
+            bound = self.bind(env)
+            add("answers-valid", CheckStatus.PASS, "answers match the plugin's schema")
+        except GreenticError as exc:
+            add("answers-valid", CheckStatus.FAIL, str(exc))
+            add("preflight", CheckStatus.SKIP, "answers invalid")
+            return checks
+        try:
+            stored = self.store.load_runtime_config(env_id)
+            expected = materialize_runtime_config(env)
+            if (stored or None) == (expected if expected.revisions else None):
+                add("runtime-config", CheckStatus.PASS, "runtime-config.json matches the environment")
+            else:
+                add("runtime-config", CheckStatus.FAIL, "runtime-config.json is stale; `env reconcile` rewrites it")
+        except GreenticError as exc:
+            add("runtime-config", CheckStatus.FAIL, str(exc))
+        if bound.implements("greentic_preflight"):
+            try:
+                for check in bound.preflight(env):
+                    checks.append(attrs.evolve(check, name=f"preflight:{check.name}"))
+            except DeployerError as exc:
+                add("preflight", CheckStatus.FAIL, str(exc))
+        else:
+            add("preflight", CheckStatus.SKIP, "the plugin has no preflight checks")
+        return checks
+
+    def reconcile(self, env_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Re-run the idempotent provider verbs so the provider matches what is recorded."""
+        actions: list[dict[str, Any]] = []
+        with self.store.transaction(env_id) as tx:
+            env = tx.env
+            bound = self.bind(env)
+            for revision in env.revisions:
+                rid, state = revision.revision_id, revision.lifecycle
+                if state in (Lifecycle.READY, Lifecycle.WARMING):
+                    verb, call = "warm", bound.warm
+                elif state == Lifecycle.STAGED:
+                    verb, call = "stage", bound.stage
+                elif state == Lifecycle.ARCHIVED:
+                    verb, call = "archive", bound.archive
+                else:  # inactive, draining, failed: nothing may run
+                    verb, call = "drain", bound.drain
+                self._provider_call(tx, verb, lambda: call(env, rid, progress=self.progress, timeout=timeout),
+                                    subject={"revision_id": rid})
+                actions.append({"verb": verb, "revision_id": rid, "lifecycle": state.value})
+            for split in env.traffic_splits:
+                self._provider_call(
+                    tx, "apply_traffic_split",
+                    lambda: bound.apply_traffic_split(env, split.deployment_id, progress=self.progress, timeout=timeout),
+                    subject={"deployment_id": split.deployment_id})
+                actions.append({"verb": "apply_traffic_split", "deployment_id": split.deployment_id})
+            rewritten = tx.refresh_runtime_config()
+            tx.audit(self._event(verb="env.reconcile", outcome="ok", actions=len(actions)))
+        return {"actions": actions, "runtime_config_rewritten": rewritten}

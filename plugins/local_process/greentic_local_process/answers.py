@@ -1,0 +1,69 @@
+"""The local-process answers: schema (checked by the core before any hook runs) and parsed form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+
+ANSWERS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "warm_timeout_seconds": {
+            "type": "number", "exclusiveMinimum": 0, "maximum": 3600, "default": 60,
+            "description": "How long warm waits for the health path to answer 2xx.",
+        },
+        "stop_grace_seconds": {
+            "type": "number", "minimum": 0, "maximum": 600, "default": 10,
+            "description": "After SIGTERM, how long to wait before SIGKILL.",
+        },
+        "keep_logs": {
+            "type": "boolean", "default": True,
+            "description": "Keep a revision's stdout/stderr logs when it is archived.",
+        },
+        "log_max_bytes": {
+            "type": "integer", "minimum": 1024, "default": 5 * 1024 * 1024,
+            "description": "A log larger than this is rotated (one old copy kept) when the revision starts.",
+        },
+        "listen_addr": {
+            "type": "string", "pattern": "^[^\\s]+:[0-9]{1,5}$",
+            "description": "Router address; overrides the environment's host_config.listen_addr.",
+        },
+        "state_dir": {
+            "type": "string", "minLength": 1,
+            "description": "Directory for process and router files (default: the environment directory).",
+        },
+        "router_max_body_bytes": {
+            "type": "integer", "minimum": 0, "default": 64 * 1024 * 1024,
+            "description": "Largest request body the router accepts (413 above).",
+        },
+    },
+}
+
+
+@attrs.frozen(kw_only=True)
+class Answers:
+    warm_timeout_seconds: float = 60.0
+    stop_grace_seconds: float = 10.0
+    keep_logs: bool = True
+    log_max_bytes: int = 5 * 1024 * 1024
+    listen_addr: str | None = None
+    state_dir: Path | None = None
+    router_max_body_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def parse(cls, answers: Mapping[str, Any] | None) -> "Answers":
+        data = dict(answers or {})
+        if "state_dir" in data:
+            data["state_dir"] = Path(data["state_dir"])
+        return cls(**data)
+
+    def root(self, state_dir: Path | None) -> Path:
+        """Where this provider keeps its files for the environment."""
+        root = self.state_dir or state_dir
+        if root is None:
+            raise ValueError("local-process needs a state directory (run it through greentic-deployer)")
+        return Path(root)
