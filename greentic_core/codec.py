@@ -14,6 +14,7 @@ detailed one to say exactly where.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -53,7 +54,11 @@ _SPEC_CLASSES: tuple[type, ...] = (
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 UTC with ``Z``; fraction of 0, 3 or 6 digits as chrono's AutoSi writes it."""
     value = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    base = value.strftime("%Y-%m-%dT%H:%M:%S")
+    # not strftime("%Y"): it does not zero-pad years below 1000, which would not parse back
+    base = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+        f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
     micro = value.microsecond
     if micro == 0:
         return base + "Z"
@@ -62,23 +67,31 @@ def format_timestamp(value: datetime) -> str:
     return f"{base}.{micro:06d}Z"
 
 
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
 def parse_timestamp(value: Any) -> datetime:
+    """RFC 3339 with seconds and an offset; converted to UTC, fractions beyond µs truncated.
+
+    ``datetime.fromisoformat`` alone is far more lenient (no seconds, basic format, comma
+    fractions), so the shape is checked first; a date that converts outside years 1..9999
+    is a DecodeError too, never an OverflowError.
+    """
     if not isinstance(value, str):
         raise DecodeError(f"timestamp must be an RFC 3339 string, got {type(value).__name__}")
-    text = value
-    # Python keeps microseconds: longer fractions (nanoseconds) are truncated, not rejected.
-    if "." in text:
-        head, _, tail = text.partition(".")
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        if digits > 6:
-            text = head + "." + tail[:6] + tail[digits:]
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise DecodeError(f"timestamp {value[:64]!r} is not RFC 3339 (e.g. 2026-05-19T12:00:00Z)")
+    date, time, fraction, offset = match.groups()
+    text = f"{date}T{time}"
+    if fraction:
+        # Python keeps microseconds: longer fractions (nanoseconds) are truncated, not rejected.
+        text += "." + fraction[:6].ljust(6, "0")
+    text += "+00:00" if offset in ("Z", "z") else offset
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise DecodeError(f"timestamp {value[:64]!r} is not RFC 3339") from None
-    if parsed.tzinfo is None or "T" not in text.upper():
-        raise DecodeError(f"timestamp {value[:64]!r} needs a date, a time and a UTC offset (e.g. ...Z)")
-    return parsed.astimezone(timezone.utc)
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise DecodeError(f"timestamp {value[:64]!r} is not a valid date and time in years 1..9999") from None
 
 
 def utc_now() -> datetime:
@@ -106,6 +119,18 @@ def _strict_bool(value: Any, _: Any = None) -> bool:
     if not isinstance(value, bool):
         raise DecodeError(f"expected true or false, got {type(value).__name__}")
     return value
+
+
+def _strict_enum(value: Any, cls: Any) -> Any:
+    # The spec enums subclass ``str``; without their own hook the ``str`` hook above would
+    # accept any string (e.g. ``"lifecycle": "bogus"``) and hand back a plain str.
+    if not isinstance(value, str):
+        raise DecodeError(f"expected a string, got {type(value).__name__}")
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise DecodeError(f"{value[:80]!r} is not a valid {cls.__name__} (one of {allowed})") from None
 
 
 def _json_object(value: Any, _: Any = None) -> dict[str, Any]:
@@ -138,6 +163,9 @@ def _make_converter(detailed: bool) -> cattrs.Converter:
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(bool, _strict_bool)
+    for enum_cls in (spec.CapabilitySlot, spec.Lifecycle, spec.BundleStatus):
+        conv.register_structure_hook(enum_cls, _strict_enum)
+        conv.register_unstructure_hook(enum_cls, lambda member: member.value)
     conv.register_structure_hook(ids.EnvId, lambda v, _: ids.parse_env_id(v))
     conv.register_structure_hook(ids.RevisionId, lambda v, _: ids.parse_ulid(v, "RevisionId"))
     conv.register_structure_hook(ids.DeploymentId, lambda v, _: ids.parse_ulid(v, "DeploymentId"))
@@ -200,6 +228,13 @@ def _unstructure_tuple(conv: cattrs.Converter, tp: Any) -> Any:
     return lambda value: [item_hook(item) for item in value]
 
 
+# Fields whose plain ``str`` type carries a wire format upstream checks while reading.
+_FIELD_HOOKS: dict[tuple[type, str], Any] = {
+    # PackListEntry.version is a SemVer upstream (the --bundle sentinel is "0.0.0").
+    (spec.PackListEntry, "version"): lambda v, _: ids.parse_semver(_strict_str(v), "pack_list version"),
+}
+
+
 def _register_class(conv: cattrs.Converter, cls: type) -> None:
     fields = attrs.fields(cls)
     names = [f.name for f in fields if f.name != "extra"]
@@ -210,7 +245,10 @@ def _register_class(conv: cattrs.Converter, cls: type) -> None:
         for n in names
         if (n in _OMIT_WHEN_DEFAULT and n != "generation") or f"{cls.__name__}.{n}" in _OMIT_WHEN_DEFAULT
     }
-    base_structure = make_dict_structure_fn(cls, conv, extra=override(omit=True))
+    field_hooks = {
+        name: override(struct_hook=hook) for (owner, name), hook in _FIELD_HOOKS.items() if owner is cls
+    }
+    base_structure = make_dict_structure_fn(cls, conv, extra=override(omit=True), **field_hooks)
     base_unstructure = make_dict_unstructure_fn(cls, conv, extra=override(omit=True), **omit)
     type_name = cls.__name__
 
