@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -35,6 +36,12 @@ def distributions() -> list[Path]:
         elif base.is_dir():
             found.extend(sorted(p.parent for p in base.glob("*/pyproject.toml")))
     return found
+
+
+def _has_test_extra(dist: Path) -> bool:
+    with open(dist / "pyproject.toml", "rb") as handle:
+        project = tomllib.load(handle).get("project", {})
+    return "test" in project.get("optional-dependencies", {})
 
 
 def _fingerprint(dists: list[Path]) -> str:
@@ -59,8 +66,7 @@ def setup() -> None:
         run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     args: list[str | Path] = []
     for dist in dists:
-        extra = "[test]" if dist == ROOT else ""
-        args += ["-e", f"{dist}{extra}"]
+        args += ["-e", f"{dist}{'[test]' if _has_test_extra(dist) else ''}"]
     run(PY, "-m", "pip", "install", "--quiet", *args)
     STAMP.write_text(fingerprint)
 

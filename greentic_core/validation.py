@@ -129,6 +129,32 @@ class MalformedSection(SpecError):
     template: ClassVar[str] = "{path}: {reason}"
 
 
+class InvalidWorkload(SpecError):
+    """A revision's ``workload`` (our own field) has a value no provider could run."""
+
+    rule: ClassVar[str] = "InvalidWorkload"
+    template: ClassVar[str] = "{path}: {reason}"
+
+
+def _check_workload(workload: Any, path: str) -> None:
+    def bad(reason: str) -> InvalidWorkload:
+        return InvalidWorkload(path=path, reason=reason)
+
+    if not 1 <= workload.port <= 65535:
+        raise bad(f"port {workload.port} is not in 1..65535")
+    if workload.replicas < 1 or workload.replicas > 10_000:
+        raise bad(f"replicas {workload.replicas} is not in 1..10000")
+    if not workload.health_path.startswith("/") or any(c.isspace() for c in workload.health_path):
+        raise bad(f"health_path {workload.health_path[:80]!r} must start with '/' and contain no spaces")
+    if workload.command is not None and (not workload.command or not workload.command[0]):
+        raise bad("command must be a non-empty list whose first item names the executable")
+    if workload.image is not None and (not workload.image.strip() or any(c.isspace() for c in workload.image)):
+        raise bad(f"image {workload.image[:80]!r} is not an image reference")
+    for key in workload.env:
+        if not key or "=" in key or "\0" in key:
+            raise bad(f"environment variable name {key[:80]!r} is invalid")
+
+
 # --------------------------------------------------------------------------- scalar helpers
 
 
@@ -485,6 +511,8 @@ def validate_environment(env: Environment) -> None:
     for i, revision in enumerate(env.revisions):
         if revision.drain_seconds > U32_MAX:
             raise NumberOutOfRange(path=f"revisions[{i}].drain_seconds", value=revision.drain_seconds)
+        if revision.workload is not None:
+            _check_workload(revision.workload, f"revisions[{i}].workload")
     for i, bundle in enumerate(env.bundles):
         for j, share in enumerate(bundle.revenue_share):
             if share.basis_points > U32_MAX:
