@@ -1,0 +1,890 @@
+"""The durable local store: one directory per environment (ARCHITECTURE section 6).
+
+Layout (upstream-spec 6.1)::
+
+    <root>/<env_id>/
+      .lock                     per-environment exclusive flock target
+      environment.json          the whole Environment document
+      runtime-config.json       the runtime-config projection; absent when nothing is live
+      backups/environment.json.<YYYYMMDDTHHMMSS.nnnnnnnnnZ>[.<n>].bak   newest ``max_backups`` kept
+      audit/events.jsonl        one JSON object per line, one line per mutation
+
+The root is ``$GREENTIC_HOME/environments`` when ``GREENTIC_HOME`` is set (``GREENTIC_HOME``
+plays the role of ``~/.greentic``, so ``GREENTIC_HOME=/x`` keeps environments in
+``/x/environments/<env>``), otherwise ``~/.greentic/environments``. The CLI's ``--home X``
+means the same as ``GREENTIC_HOME=X``.
+
+Write protocol (every mutation, inside :meth:`Store.transaction`): take the per-env
+exclusive ``flock`` on ``.lock``, load, let the caller change the document, then on
+:meth:`Transaction.save`: validate, set ``generation = old + 1``, back up the current file,
+write a temp file in the same directory, ``fsync``, rename over ``environment.json``,
+``fsync`` the directory (the commit point), refresh ``runtime-config.json``, prune old
+backups and append the audit event. Reads (``load``, ``list``, ``exists``) take no lock:
+the rename makes every read see either the old or the new document, never a torn one.
+
+``runtime-config.json`` is removed when the projection has no blocks (no split entries:
+nothing is live) and also whenever the environment has no revisions. Upstream's
+``refresh_runtime_config`` deletes the file when the *projection's* ``revisions`` list is
+empty, which is the same rule: a valid environment without revisions has no split entries.
+Otherwise the file is written only when its parsed content differs from the projection, so
+an unchanged config keeps its inode and mtime (watchers are not woken for nothing). It is
+not backed up: it is derived from ``environment.json``, whose backups are kept.
+
+Directories are created ``0700`` and files ``0600`` whatever the umask. Every error is a
+:class:`~greentic_core.errors.StoreError` with a one-line message (and a hint where a next
+step exists); a failed save leaves ``environment.json`` exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from . import codec, ids, validation
+from .errors import (
+    EnvironmentExists,
+    EnvironmentNotFound,
+    GreenticError,
+    SpecError,
+    StoreError,
+    UnsafeEnvId,
+)
+from .projection import materialize_runtime_config
+from .spec import Environment, RuntimeConfig
+
+__all__ = [
+    "DEFAULT_MAX_BACKUPS",
+    "ENVIRONMENT_FILE",
+    "RUNTIME_CONFIG_FILE",
+    "AUDIT_FILE",
+    "InvalidEnvironment",
+    "LockTimeout",
+    "PartialSave",
+    "Store",
+    "StoreEnvIdMismatch",
+    "StoreWriteError",
+    "Transaction",
+    "UnsafeEnvDir",
+    "atomic_write",
+    "default_root",
+    "environments_root",
+    "remove_stale_temp_files",
+]
+
+ENVIRONMENT_FILE = "environment.json"
+RUNTIME_CONFIG_FILE = "runtime-config.json"
+LOCK_FILE = ".lock"
+BACKUP_DIR = "backups"
+AUDIT_DIR = "audit"
+AUDIT_FILE = "events.jsonl"
+DEFAULT_MAX_BACKUPS = 20
+_MAX_BACKUP_TRIES = 1024
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+_TEMP_SUFFIX = ".tmp"
+_UNSAFE_CHARS = ("/", "\\", ":", "\x00")
+_BACKUP_NAME = re.compile(r"(?P<ts>\d{8}T\d{6}\.\d{9}Z)(?:\.(?P<n>\d+))?\.bak")
+_LIST_HINT = "list environments with `greentic-deployer env list`"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class UnsafeEnvDir(UnsafeEnvId):
+    """The environment directory is a symlink or not a directory (possibly planted)."""
+
+    kind = "store"
+    exit_code = 5
+
+
+class StoreEnvIdMismatch(StoreError):
+    """A document's ``environment_id`` is not the one its directory / transaction is for."""
+
+
+class StoreWriteError(StoreError):
+    """The file system refused a write (disk full, read-only, permission...)."""
+
+
+class LockTimeout(StoreError):
+    """Another process holds the environment's lock for longer than the caller would wait."""
+
+    kind = "conflict"
+    exit_code = 3
+
+
+class PartialSave(StoreError):
+    """``environment.json`` was saved (committed) but a follow-up step failed.
+
+    ``saved`` is the environment as stored. The next save repairs ``runtime-config.json``.
+    """
+
+    def __init__(self, message: str, *, saved: Environment, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message, hint=hint, **details)
+        self.saved = saved
+
+
+class InvalidEnvironment(StoreError, SpecError):
+    """A save was refused because the document breaks a spec rule; nothing was written.
+
+    Both a :class:`StoreError` and a :class:`SpecError`; the original rule error is
+    ``__cause__`` and its rule name is ``rule``.
+    """
+
+    kind = "validation"
+    exit_code = 2
+
+
+# --------------------------------------------------------------------------- roots
+
+
+def environments_root(home: str | os.PathLike[str]) -> Path:
+    """The environments directory under a greentic home (``<home>/environments``)."""
+    return Path(home).expanduser() / "environments"
+
+
+def default_root() -> Path:
+    """``$GREENTIC_HOME/environments`` when ``GREENTIC_HOME`` is set (and non-empty), else
+    ``~/.greentic/environments``."""
+    home = os.environ.get("GREENTIC_HOME")
+    if home:
+        return environments_root(home)
+    return Path.home() / ".greentic" / "environments"
+
+
+# --------------------------------------------------------------------------- low-level I/O
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _write_error(action: str, path: Path | str, exc: OSError) -> StoreWriteError:
+    return StoreWriteError(
+        f"cannot {action} {path}: {_describe(exc)}",
+        hint="check free space and permissions of the store directory",
+        path=str(path),
+        errno=exc.errno,
+    )
+
+
+def _makedirs(path: Path, *, refuse_symlink: bool = False) -> None:
+    """``mkdir -p`` where every directory *created here* is 0700 whatever the umask.
+
+    Existing directories keep their mode. With ``refuse_symlink`` a symlink at ``path``
+    itself is refused (:class:`UnsafeEnvDir`); symlinked ancestors are always fine.
+    """
+    missing: list[Path] = []
+    current = path
+    while True:
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            missing.append(current)
+            parent = current.parent
+            if parent == current:
+                break
+            current = parent
+            continue
+        if refuse_symlink and not missing and stat.S_ISLNK(st.st_mode):
+            raise UnsafeEnvDir(
+                f"{path} is a symlink; refusing to follow it",
+                hint=f"remove the symlink {path} (someone may have planted it)",
+                path=str(path),
+            )
+        break
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, _DIR_MODE)
+        except FileExistsError:
+            continue  # created concurrently
+        os.chmod(directory, _DIR_MODE)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}."
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = _FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` so that readers and crashes see the old or the new bytes.
+
+    Temp file in the same directory (``.<name>.<random>.tmp``, created by ``mkstemp``), write,
+    ``fsync``, ``os.replace``, then ``fsync`` the directory. Missing parent directories are
+    created 0700. On failure the temp file is removed, the target is untouched, and one
+    :class:`StoreWriteError` says ``cannot write <path>: <reason>``.
+    """
+    target = Path(path)
+    directory = target.parent
+    try:
+        _makedirs(directory)
+        fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=_TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise _write_error("write", target, exc) from exc
+    try:
+        try:
+            os.fchmod(fd, mode)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp_name, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        if isinstance(exc, OSError):
+            raise _write_error("write", target, exc) from exc
+        raise
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise _write_error("sync directory of", target, exc) from exc
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> int:
+    """Remove temp files :func:`atomic_write` left for ``path`` when a process was killed.
+
+    Only safe while holding the lock that serialises writers of ``path``. Returns the count.
+    """
+    target = Path(path)
+    prefix = _temp_prefix(target.name)
+    removed = 0
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(_TEMP_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(target.parent / name)
+                removed += 1
+    return removed
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist. Never follows a final symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@attrs.define(eq=False)
+class _Paths:
+    env_dir: Path
+
+    @property
+    def environment(self) -> Path:
+        return self.env_dir / ENVIRONMENT_FILE
+
+    @property
+    def runtime_config(self) -> Path:
+        return self.env_dir / RUNTIME_CONFIG_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.env_dir / LOCK_FILE
+
+    @property
+    def backups(self) -> Path:
+        return self.env_dir / BACKUP_DIR
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.env_dir / AUDIT_DIR
+
+    @property
+    def audit(self) -> Path:
+        return self.env_dir / AUDIT_DIR / AUDIT_FILE
+
+
+class Store:
+    """The environments under ``root`` (default :func:`default_root`).
+
+    ``max_backups`` bounds how many backups of ``environment.json`` are kept per environment
+    (0 keeps none).
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, max_backups: int = DEFAULT_MAX_BACKUPS) -> None:
+        if max_backups < 0:
+            raise ValueError("max_backups must be >= 0")
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.max_backups = max_backups
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ----------------------------------------------------------------- paths
+
+    def env_dir(self, env_id: str) -> Path:
+        """``<root>/<env_id>``, refusing ids that are unsafe as a path segment and env
+        directories that are symlinks or not directories (:class:`UnsafeEnvId`)."""
+        _check_safe_env_id(env_id)
+        path = self.root / env_id
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return path
+        except OSError as exc:
+            raise StoreError(f"cannot inspect {path}: {_describe(exc)}", path=str(path)) from exc
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeEnvDir(
+                f"environment directory {path} is a symlink; refusing to follow it",
+                hint=f"remove the symlink {path} (someone may have planted it) and restore the environment",
+                env_id=env_id,
+                path=str(path),
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeEnvDir(
+                f"environment path {path} is not a directory",
+                hint=f"move {path} out of the store",
+                env_id=env_id,
+                path=str(path),
+            )
+        return path
+
+    def environment_path(self, env_id: str) -> Path:
+        return self.env_dir(env_id) / ENVIRONMENT_FILE
+
+    def runtime_config_path(self, env_id: str) -> Path:
+        return self.env_dir(env_id) / RUNTIME_CONFIG_FILE
+
+    def audit_path(self, env_id: str) -> Path:
+        return self.env_dir(env_id) / AUDIT_DIR / AUDIT_FILE
+
+    def backups_dir(self, env_id: str) -> Path:
+        return self.env_dir(env_id) / BACKUP_DIR
+
+    # ----------------------------------------------------------------- reads (no lock)
+
+    def exists(self, env_id: str) -> bool:
+        return self.environment_path(env_id).is_file()
+
+    def list(self) -> list[str]:
+        """Ids of the environments under the root, sorted. A directory is listed only when its
+        environment.json parses and its ``environment_id`` equals the directory name; anything
+        else (stray files, symlinks, broken documents) is skipped without an error."""
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot list {self.root}: {_describe(exc)}", path=str(self.root)) from exc
+        found = []
+        for name in sorted(names):
+            try:
+                env_dir = self.env_dir(name)
+                data = _read_bytes(env_dir / ENVIRONMENT_FILE)
+                if data is None:
+                    continue
+                env = codec.load_environment(data)
+            except (GreenticError, OSError):
+                continue
+            if env.environment_id == name:
+                found.append(name)
+        return found
+
+    def load(self, env_id: str) -> Environment:
+        """The stored environment, decoded and validated. No lock: the atomic rename means a
+        reader sees a whole document. :class:`EnvironmentNotFound` when absent; decode and
+        spec errors pass through unchanged (with the file in ``details['path']``)."""
+        return self._load(self.env_dir(env_id), env_id)
+
+    def load_runtime_config(self, env_id: str) -> RuntimeConfig | None:
+        """The stored ``runtime-config.json``, or None when nothing is live."""
+        path = self.runtime_config_path(env_id)
+        try:
+            data = _read_bytes(path)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {_describe(exc)}", path=str(path)) from exc
+        return None if data is None else codec.loads(data, RuntimeConfig)
+
+    def audit_events(self, env_id: str) -> list[dict[str, Any]]:
+        """The audit log, oldest first. A torn line (a writer killed mid-append) is skipped."""
+        env_dir = self.env_dir(env_id)
+        if not (env_dir / ENVIRONMENT_FILE).is_file():
+            raise _not_found(self, env_id)
+        path = env_dir / AUDIT_DIR / AUDIT_FILE
+        try:
+            data = _read_bytes(path)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {_describe(exc)}", path=str(path)) from exc
+        events = []
+        for line in (data or b"").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def _load(self, env_dir: Path, env_id: str) -> Environment:
+        path = env_dir / ENVIRONMENT_FILE
+        try:
+            data = _read_bytes(path)
+        except IsADirectoryError as exc:
+            raise StoreError(f"{path} is a directory, expected a file", path=str(path)) from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeEnvDir(
+                    f"{path} is a symlink; refusing to follow it",
+                    hint=f"remove the symlink {path} and restore the file from {env_dir / BACKUP_DIR}",
+                    path=str(path),
+                ) from exc
+            raise StoreError(f"cannot read {path}: {_describe(exc)}", path=str(path)) from exc
+        if data is None:
+            raise _not_found(self, env_id)
+        try:
+            env = codec.load_environment(data)
+        except SpecError as exc:
+            _annotate(exc, path, env_dir)
+            raise
+        if env.environment_id != env_id:
+            raise StoreEnvIdMismatch(
+                f"{path} has environment_id {env.environment_id!r}, expected {env_id!r} (the directory name)",
+                hint="the directory name must equal environment_id; rename one of them",
+                env_id=env_id,
+                found=env.environment_id,
+                path=str(path),
+            )
+        try:
+            validation.validate_environment(env)
+        except SpecError as exc:
+            _annotate(exc, path, env_dir)
+            raise
+        return env
+
+    # ----------------------------------------------------------------- writes
+
+    def create(self, env: Environment, *, audit_event: dict[str, Any]) -> Environment:
+        """Store a new environment; :class:`EnvironmentExists` when one is already there.
+
+        The stored generation is ``env.generation + 1`` (1 for a fresh document), like every
+        save. Returns the environment as stored.
+        """
+        env_id = env.environment_id
+        env_dir = self.env_dir(env_id)
+        if (env_dir / ENVIRONMENT_FILE).exists():
+            raise _exists(env_id)
+        _check_valid(env)
+        _check_event(audit_event)
+        try:
+            _makedirs(self.root)
+            _makedirs(env_dir, refuse_symlink=True)
+        except OSError as exc:
+            raise _write_error("create", env_dir, exc) from exc
+        with _EnvLock(self.env_dir(env_id), env_id, timeout=None):
+            if (env_dir / ENVIRONMENT_FILE).exists():
+                raise _exists(env_id)
+            return self._commit(
+                env_dir, env_id, previous=None, new_env=env, audit_event=audit_event, validate=False
+            )
+
+    @contextlib.contextmanager
+    def transaction(self, env_id: str, *, timeout: float | None = None) -> Iterator[Transaction]:
+        """Lock the environment, load it, and yield a :class:`Transaction`.
+
+        The lock (``flock`` on ``<env>/.lock``) is exclusive across processes on this host and
+        is held until the block exits. ``timeout`` (seconds) bounds the wait; None waits as long
+        as it takes, and when it runs out :class:`LockTimeout` is raised. Not re-entrant: a
+        second transaction on the same environment in the same thread waits for the first.
+        """
+        env_dir = self.env_dir(env_id)
+        if not (env_dir / ENVIRONMENT_FILE).is_file():
+            raise _not_found(self, env_id)
+        with _EnvLock(env_dir, env_id, timeout=timeout):
+            self.env_dir(env_id)  # re-check: the directory cannot have been swapped for a symlink
+            tx = Transaction(self, env_id, env_dir, self._load(env_dir, env_id))
+            try:
+                yield tx
+            finally:
+                tx._closed = True
+
+    # ----------------------------------------------------------------- internals (lock held)
+
+    def _commit(
+        self,
+        env_dir: Path,
+        env_id: str,
+        *,
+        previous: Environment | None,
+        new_env: Environment,
+        audit_event: dict[str, Any],
+        validate: bool = True,
+    ) -> Environment:
+        paths = _Paths(env_dir)
+        generation_before = previous.generation if previous is not None else new_env.generation
+        if validate:
+            _check_valid(new_env)
+        stored = attrs.evolve(new_env, generation=generation_before + 1)
+        _check_event(audit_event)
+        try:
+            data = codec.dump_environment(stored).encode("utf-8")
+        except Exception as exc:  # a value that cannot be written is a refused save
+            raise StoreError(f"cannot serialise environment {env_id!r}: {exc}", env_id=env_id) from exc
+
+        remove_stale_temp_files(paths.environment)
+        backup = self._backup(paths) if previous is not None else None
+        try:
+            atomic_write(paths.environment, data)
+        except StoreWriteError:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(backup)
+            raise
+        # ---- committed: what follows cannot undo the save, so failures are reported as PartialSave
+        problems: list[str] = []
+        try:
+            self._refresh_runtime_config(paths, stored)
+        except (StoreError, OSError) as exc:
+            problems.append(f"runtime-config.json not refreshed ({exc})")
+        with contextlib.suppress(OSError):
+            self._prune_backups(paths)
+        try:
+            _append_audit(paths, env_id, audit_event, generation_before, stored.generation)
+        except (StoreError, OSError) as exc:
+            problems.append(f"audit event not recorded ({exc})")
+        if problems:
+            raise PartialSave(
+                f"saved environment {env_id!r} (generation {stored.generation}), but " + "; ".join(problems),
+                saved=stored,
+                hint="the document is saved; the next save rewrites runtime-config.json",
+                env_id=env_id,
+                generation=stored.generation,
+            )
+        return stored
+
+    def _backup(self, paths: _Paths) -> Path | None:
+        """Copy the current environment.json to a fresh, exclusively reserved backup name."""
+        if self.max_backups == 0:
+            return None
+        try:
+            data = _read_bytes(paths.environment)
+        except OSError as exc:
+            raise StoreError(f"cannot read {paths.environment}: {_describe(exc)}") from exc
+        if data is None:
+            return None
+        try:
+            _makedirs(paths.backups, refuse_symlink=True)
+        except OSError as exc:
+            raise _write_error("create", paths.backups, exc) from exc
+        ns = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Same nanosecond as an existing backup (coarse clock): continue after its highest
+        # suffix, so a reused name can never sort before a newer backup.
+        first = 1 + max((n for ts, n in self._backup_keys(paths) if ts == stamp), default=-1)
+        for attempt in range(first, first + _MAX_BACKUP_TRIES):
+            suffix = f".{attempt}" if attempt else ""
+            target = paths.backups / f"{ENVIRONMENT_FILE}.{stamp}{suffix}.bak"
+            try:
+                fd = os.open(target, flags, _FILE_MODE)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise _write_error("back up to", target, exc) from exc
+            try:
+                try:
+                    os.fchmod(fd, _FILE_MODE)
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+                raise _write_error("back up to", target, exc) from exc
+            return target
+        raise StoreError(f"cannot back up {paths.environment}: {_MAX_BACKUP_TRIES} backup names taken for {stamp}")
+
+    @staticmethod
+    def _backup_keys(paths: _Paths) -> dict[tuple[str, int], str]:
+        """``(timestamp, suffix) -> name`` of the backups of environment.json."""
+        prefix = ENVIRONMENT_FILE + "."
+        try:
+            names = os.listdir(paths.backups)
+        except FileNotFoundError:
+            return {}
+        keyed = {}
+        for name in names:
+            if name.startswith(prefix):
+                match = _BACKUP_NAME.fullmatch(name[len(prefix):])
+                if match:
+                    keyed[(match["ts"], int(match["n"] or 0))] = name
+        return keyed
+
+    def _prune_backups(self, paths: _Paths) -> None:
+        keyed = sorted(self._backup_keys(paths).items())
+        for _, name in keyed[: max(0, len(keyed) - self.max_backups)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.backups / name)
+
+    def _refresh_runtime_config(self, paths: _Paths, env: Environment) -> bool:
+        """Bring runtime-config.json in line with ``env``; True when the file changed."""
+        config = materialize_runtime_config(env)
+        remove_stale_temp_files(paths.runtime_config)
+        if not config.revisions or not env.revisions:
+            try:
+                os.unlink(paths.runtime_config)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise _write_error("remove", paths.runtime_config, exc) from exc
+            _fsync_dir(paths.env_dir)
+            return True
+        wanted = codec.unstructure(config)
+        current = _read_bytes(paths.runtime_config)
+        if current is not None:
+            # Compared as parsed JSON: formatting and key order do not count as a change.
+            # (Cheaper than decoding into RuntimeConfig, which matters at 10k revisions.)
+            try:
+                if json.loads(current) == wanted:
+                    return False
+            except (ValueError, RecursionError):
+                pass  # unreadable: rewrite it
+        atomic_write(paths.runtime_config, codec.dumps(config).encode("utf-8"))
+        return True
+
+
+class Transaction:
+    """An environment loaded under its exclusive lock (from :meth:`Store.transaction`).
+
+    ``env`` is the stored environment; after a :meth:`save` it is the saved one, so several
+    saves may follow each other in one transaction.
+    """
+
+    def __init__(self, store: Store, env_id: str, env_dir: Path, env: Environment) -> None:
+        self.store = store
+        self.env_id = env_id
+        self._env_dir = env_dir
+        self._env = env
+        self._closed = False
+
+    @property
+    def env(self) -> Environment:
+        return self._env
+
+    def save(self, new_env: Environment, *, audit_event: dict[str, Any]) -> Environment:
+        """Validate and store ``new_env`` with ``generation = env.generation + 1``; return it.
+
+        The ``generation`` carried by ``new_env`` is ignored. ``audit_event`` is appended to
+        ``audit/events.jsonl`` with ``time``, ``env_id``, ``generation_before`` and
+        ``generation_after`` added by the store. On failure ``environment.json`` is unchanged
+        and one :class:`StoreError` is raised (:class:`InvalidEnvironment` for a spec rule,
+        :class:`StoreWriteError` for the file system); :class:`PartialSave` means the
+        document *was* saved but runtime-config.json or the audit line was not written.
+        """
+        self._check_open()
+        if new_env.environment_id != self.env_id:
+            raise StoreEnvIdMismatch(
+                f"cannot save environment {new_env.environment_id!r} in the transaction of {self.env_id!r}",
+                hint="save each environment in its own transaction",
+                env_id=self.env_id,
+                found=new_env.environment_id,
+            )
+        try:
+            stored = self.store._commit(
+                self._env_dir, self.env_id, previous=self._env, new_env=new_env, audit_event=audit_event
+            )
+        except PartialSave as exc:
+            self._env = exc.saved
+            raise
+        self._env = stored
+        return stored
+
+    def audit(self, event: dict[str, Any]) -> None:
+        """Append an audit event without changing the document (e.g. a provider call that
+        failed); ``generation_before`` == ``generation_after`` == the current generation."""
+        self._check_open()
+        _check_event(event)
+        try:
+            _append_audit(_Paths(self._env_dir), self.env_id, event, self._env.generation, self._env.generation)
+        except OSError as exc:
+            raise _write_error("append to", _Paths(self._env_dir).audit, exc) from exc
+
+    def refresh_runtime_config(self) -> bool:
+        """Rewrite runtime-config.json from the current document if it differs (repairs a
+        config left stale by a crash); True when the file changed."""
+        self._check_open()
+        try:
+            return self.store._refresh_runtime_config(_Paths(self._env_dir), self._env)
+        except OSError as exc:
+            raise _write_error("write", _Paths(self._env_dir).runtime_config, exc) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(
+                f"the transaction on environment {self.env_id!r} is closed",
+                hint="save inside the `with store.transaction(...)` block",
+            )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _EnvLock:
+    """Exclusive ``flock`` on ``<env_dir>/.lock``; released when the descriptor closes."""
+
+    def __init__(self, env_dir: Path, env_id: str, *, timeout: float | None) -> None:
+        self.path = env_dir / LOCK_FILE
+        self.env_id = env_id
+        self.timeout = timeout
+        self.fd: int | None = None
+
+    def __enter__(self) -> _EnvLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open lock file {self.path}: {_describe(exc)}",
+                hint="check the permissions of the environment directory",
+                path=str(self.path),
+            ) from exc
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            self._acquire(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self
+
+    def _acquire(self, fd: int) -> None:
+        if self.timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + max(0.0, self.timeout)
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeout(
+                    f"environment {self.env_id!r} is locked by another process (waited {self.timeout:g}s)",
+                    hint="another greentic-deployer command is changing it; retry when it has finished",
+                    env_id=self.env_id,
+                    path=str(self.path),
+                )
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
+def _check_safe_env_id(env_id: Any) -> None:
+    hint = "an environment id uses only ASCII letters, digits, '.', '-' and '_' (and is not '.' or '..')"
+    if not isinstance(env_id, str):
+        raise UnsafeEnvId(f"environment id must be a string, got {type(env_id).__name__}", hint=hint)
+    shown = repr(env_id[:80])
+    if env_id in ("", ".", "..") or any(c in env_id for c in _UNSAFE_CHARS):
+        raise UnsafeEnvId(f"environment id {shown} is not safe as a directory name", hint=hint, env_id=env_id)
+    try:
+        ids.parse_env_id(env_id)
+    except SpecError:
+        raise UnsafeEnvId(f"environment id {shown} is not a valid environment id", hint=hint, env_id=env_id) from None
+
+
+def _check_valid(env: Environment) -> None:
+    try:
+        validation.validate_environment(env)
+    except SpecError as exc:
+        rule = getattr(exc, "format_rule", None) or getattr(exc, "rule", type(exc).__name__)
+        details = {**exc.details, "env_id": env.environment_id, "rule": rule}
+        error = InvalidEnvironment(
+            f"refusing to save environment {env.environment_id!r}: {exc.message}",
+            hint="nothing was written; fix the change and retry",
+            **details,
+        )
+        error.rule = rule
+        raise error from exc
+
+
+def _check_event(event: Any) -> None:
+    if not isinstance(event, dict):
+        raise TypeError(f"audit event must be a dict, got {type(event).__name__}")
+    try:
+        json.dumps(event, default=str)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"audit event is not JSON-serialisable: {exc}") from exc
+
+
+def _append_audit(
+    paths: _Paths, env_id: str, event: dict[str, Any], generation_before: int, generation_after: int
+) -> None:
+    record = {"time": codec.format_timestamp(codec.utc_now()), "env_id": env_id}
+    record.update({k: v for k, v in event.items() if k not in ("time", "env_id")})
+    record["generation_before"] = generation_before
+    record["generation_after"] = generation_after
+    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    _makedirs(paths.audit_dir, refuse_symlink=True)
+    fd = os.open(paths.audit, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            os.fchmod(fd, _FILE_MODE)
+        elif os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # a writer was killed mid-line: end the torn line, keep ours whole
+        _write_all(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _annotate(exc: GreenticError, path: Path, env_dir: Path) -> None:
+    exc.details.setdefault("path", str(path))
+    if not exc.hint:
+        exc.hint = f"fix {path} by hand or restore a copy from {env_dir / BACKUP_DIR}"
+
+
+def _not_found(store: Store, env_id: str) -> EnvironmentNotFound:
+    return EnvironmentNotFound(
+        f"environment {env_id!r} not found in {store.root}",
+        hint=_LIST_HINT,
+        env_id=env_id,
+    )
+
+
+def _exists(env_id: str) -> EnvironmentExists:
+    return EnvironmentExists(
+        f"environment {env_id!r} already exists",
+        hint="choose another id, or change it with the env commands",
+        env_id=env_id,
+    )
