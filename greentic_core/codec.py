@@ -13,10 +13,14 @@ detailed one to say exactly where.
 
 from __future__ import annotations
 
+import contextlib
+import types
+import typing
+import gc
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import attrs
 import cattrs
@@ -70,6 +74,10 @@ def format_timestamp(value: datetime) -> str:
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
+# UTC with "Z", seconds and at most 6 fraction digits: fromisoformat reads it exactly as is.
+_CANONICAL_UTC = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?Z", re.ASCII)
+
+
 def parse_timestamp(value: Any) -> datetime:
     """RFC 3339 with seconds and an offset; converted to UTC, fractions beyond µs truncated.
 
@@ -77,6 +85,11 @@ def parse_timestamp(value: Any) -> datetime:
     fractions), so the shape is checked first; a date that converts outside years 1..9999
     is a DecodeError too, never an OverflowError.
     """
+    if type(value) is str and _CANONICAL_UTC.fullmatch(value):  # what we (and upstream) write
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass  # e.g. February 30th: the slow path below words the error
     if not isinstance(value, str):
         raise DecodeError(f"timestamp must be an RFC 3339 string, got {type(value).__name__}")
     match = _RFC3339.fullmatch(value)
@@ -151,6 +164,13 @@ def _str_map(value: Any, _: Any = None) -> dict[str, str]:
     return dict(obj)
 
 
+def _is_simple_optional(tp: Any) -> bool:
+    args = getattr(tp, "__args__", ())
+    return (
+        getattr(tp, "__origin__", None) in (typing.Union, types.UnionType) or isinstance(tp, types.UnionType)
+    ) and len(args) == 2 and type(None) in args and tp != (dict[str, Any] | None)
+
+
 def _is_homogeneous_tuple(tp: Any) -> bool:
     return getattr(tp, "__origin__", None) is tuple and len(tp.__args__) == 2 and tp.__args__[1] is Ellipsis
 
@@ -213,6 +233,14 @@ def _make_converter(detailed: bool) -> cattrs.Converter:
         return structure_list_detailed if detailed else structure_list
 
     conv.register_structure_hook_factory(_is_homogeneous_tuple, tuple_hook)
+
+    def optional_hook(tp: Any) -> Any:
+        # cattrs' generic Optional handling re-dispatches on every value; resolve it once.
+        inner_type = next(a for a in tp.__args__ if a is not type(None))
+        inner = conv.get_structure_hook(inner_type)
+        return lambda value, _: None if value is None else inner(value, inner_type)
+
+    conv.register_structure_hook_factory(_is_simple_optional, optional_hook)
     conv.register_unstructure_hook_factory(_is_homogeneous_tuple, lambda tp: _unstructure_tuple(conv, tp))
 
     for cls in _SPEC_CLASSES:
@@ -240,6 +268,7 @@ def _register_class(conv: cattrs.Converter, cls: type) -> None:
     names = [f.name for f in fields if f.name != "extra"]
     known = frozenset(names)
     required = [f.name for f in fields if f.default is attrs.NOTHING or f.name == "schema"]
+    required_keys = frozenset(required)
     omit = {
         n: override(omit_if_default=True)
         for n in names
@@ -255,9 +284,9 @@ def _register_class(conv: cattrs.Converter, cls: type) -> None:
     def structure(value: Any, _: Any) -> Any:
         if not isinstance(value, dict):
             raise DecodeError(f"{type_name} must be a JSON object, got {type(value).__name__}")
-        for key in required:
-            if key not in value:
-                raise DecodeError(f"{type_name} is missing required key {key!r}")
+        if not value.keys() >= required_keys:
+            missing = next(key for key in required if key not in value)
+            raise DecodeError(f"{type_name} is missing required key {missing!r}")
         obj = base_structure(value, cls)
         if len(value) > len(known) or not known.issuperset(value):
             object.__setattr__(obj, "extra", {k: v for k, v in value.items() if k not in known})
@@ -342,8 +371,21 @@ def _reject_constant(name: str) -> Any:
     raise DecodeError(f"{name} is not allowed in JSON documents")
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Decoding allocates many small objects and frees none: collections there are pure cost."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def loads(text: str | bytes, cls: type[T]) -> T:
-    return structure(parse_json(text), cls)
+    with _gc_paused():
+        return structure(parse_json(text), cls)
 
 
 def dumps(obj: Any) -> str:

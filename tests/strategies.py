@@ -110,12 +110,12 @@ def pack_bindings(draw: Any) -> tuple[EnvPackBinding, ...]:
 @st.composite
 def workloads(draw: Any) -> Workload:
     return Workload(
-        image=draw(optional(texts)),
-        command=draw(optional(st.lists(texts, max_size=3).map(tuple))),
+        image=draw(optional(st.from_regex(r"[a-z0-9.-]{1,20}(/[a-z0-9-]{1,10})?:[a-z0-9.]{1,8}", fullmatch=True))),
+        command=draw(optional(st.lists(texts.filter(bool), min_size=1, max_size=3).map(tuple))),
         env=draw(st.dictionaries(simple_texts, texts, max_size=2)),
         port=draw(st.integers(1, 65535)),
         health_path=draw(st.sampled_from(["/healthz", "/ready", "/"])),
-        replicas=draw(st.integers(0, 5)),
+        replicas=draw(st.integers(1, 5)),
         working_dir=draw(optional(texts)),
     )
 
