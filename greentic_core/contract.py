@@ -18,8 +18,6 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import jsonschema
-
 from .errors import (
     DeployerError,
     InvalidAnswers,
@@ -77,6 +75,8 @@ def require_valid_split(env: Environment, deployment_id: str) -> None:
 
 def validate_answers(descriptor: DeployerDescriptor, answers: Any) -> dict[str, Any]:
     """Check answers against the descriptor's JSON Schema; secrets never appear in the message."""
+    import jsonschema  # imported here: listing plugins must not pay for it (about 30 ms)
+
     if answers is None:
         answers = {}
     if not isinstance(answers, Mapping):
@@ -91,6 +91,9 @@ def validate_answers(descriptor: DeployerDescriptor, answers: Any) -> dict[str, 
         where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         secret = bool(error.absolute_path) and str(error.absolute_path[0]) in descriptor.secret_keys()
         detail = f"invalid value ({error.validator} check failed; secret value not shown)" if secret else error.message
+        for key in descriptor.secret_keys() & set(answers):  # errors on the whole object quote it
+            for shown in {repr(answers[key]), str(answers[key])} - {""}:
+                detail = detail.replace(shown, REDACTED)
         raise InvalidAnswers(
             f"answers for {descriptor.path}{where or ''}: {detail}",
             hint=f"see `greentic-deployer plugins show {descriptor.path}` for the answers schema",

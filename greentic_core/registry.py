@@ -282,7 +282,12 @@ class Registry:
         try:
             self.pm.register(plugin, name=record.name)
         except pluggy.PluginValidationError as exc:
-            record.status, record.reason = INVALID, _one_line(exc)
+            # pluggy's first line only names the hook; the problem is on the last line
+            record.status, record.reason = INVALID, "; ".join(
+                line.strip() for line in str(exc).splitlines() if line.strip()
+            )
+            if self.pm.is_registered(plugin):  # register() may have added some impls already
+                self.pm.unregister(plugin)
             record.hint = "fix the hook signature: implementations may only use argument names of the spec"
             return
         except ValueError as exc:
@@ -293,10 +298,23 @@ class Registry:
             record.status, record.reason, record.hint = problem
             self.pm.unregister(plugin)
             return
-        others = [p for n, p in self.pm.list_name_plugin() if n != record.name and p is not None]
-        self._callers[record.name] = {
-            hook: self.pm.subset_hook_caller(hook, remove_plugins=others) for hook in SPEC_NAMES
-        }
+        self._callers[record.name] = {}
+        self._refresh_callers()
+
+    def _refresh_callers(self) -> None:
+        """Point every provider's hook callers at that provider (plus extensions) only.
+
+        Recomputed after each registration: pluggy fixes a subset caller's exclusions when it
+        is created (and returns the unfiltered caller when there is nothing to exclude yet), so
+        a provider loaded later would otherwise also answer an earlier provider's calls.
+        The dicts are updated in place because bound deployers hold them.
+        """
+        registered = [p for _, p in self.pm.list_name_plugin() if p is not None]
+        for name, callers in self._callers.items():
+            own = self.pm.get_plugin(name)
+            others = [p for p in registered if p is not own and p not in self._extensions]
+            for hook in SPEC_NAMES:
+                callers[hook] = self.pm.subset_hook_caller(hook, remove_plugins=others)
 
     def _validate(self, record: PluginRecord, plugin: Any) -> tuple[str, str, str | None] | None:
         callers = self.pm.get_hookcallers(plugin) or []
@@ -358,11 +376,7 @@ class Registry:
                         "extensions may wrap verbs, never replace the provider"
                     )
         self._extensions.append(plugin)
-        for provider, callers in self._callers.items():
-            others = [p for n, p in self.pm.list_name_plugin() if n != provider and p is not None
-                      and p not in self._extensions]
-            for hook in list(callers):
-                callers[hook] = self.pm.subset_hook_caller(hook, remove_plugins=others)
+        self._refresh_callers()
 
     # -- resolution -----------------------------------------------------------------------
 

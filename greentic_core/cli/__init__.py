@@ -76,6 +76,11 @@ def _default_actor() -> str:
 class GreenticGroup(click.Group):
     """Turns errors into one line (or one JSON document) and a documented exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the command line as given, for the audit log
+            ctx.meta.setdefault("greentic.argv", list(args))
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -86,7 +91,14 @@ class GreenticGroup(click.Group):
             _report(ctx, "interrupted", "interrupted; the recorded state is unchanged", None,
                     {"kind": "interrupted", "message": "interrupted"}, None)
             ctx.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except click.ClickException as exc:  # usage errors: JSON too when --json was given
+            if not _json_requested(ctx):
+                raise
+            message = exc.format_message()
+            _report(ctx, "usage", message, "see --help",
+                    {"kind": "usage", "error": type(exc).__name__, "message": message}, None)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: say so in one line, traceback only with --debug
             message = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
@@ -94,10 +106,35 @@ class GreenticGroup(click.Group):
                     {"kind": "internal", "message": message}, exc)
             ctx.exit(EXIT_INTERNAL)
 
+    # Command modules are imported when a command is looked up, not when the CLI is imported:
+    # `plugins list` then pays only for the plugins commands (not the codec, the validator or
+    # the operator). `--help` and unknown names load everything.
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if self is cli:
+            _load_commands(_COMMAND_HOME.get(cmd_name))
+        command = super().get_command(ctx, cmd_name)
+        if command is None and self is cli and not _loaded.get("all"):
+            _load_commands(None)
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        if self is cli:
+            _load_commands(None)
+        return super().list_commands(ctx)
+
+
+def _json_requested(ctx: click.Context) -> bool:
+    obj = ctx.find_object(CliContext)
+    if obj is not None:
+        return obj.json_mode
+    return bool(ctx.find_root().params.get("json_mode"))
+
 
 def _report(ctx: click.Context, kind: str, message: str, hint: str | None, doc: dict[str, Any],
             exc: BaseException | None) -> None:
-    obj = ctx.find_object(CliContext) or CliContext()
+    obj = ctx.find_object(CliContext) or CliContext(out=Output(json_mode=_json_requested(ctx)))
     if obj.debug and exc is not None:
         traceback.print_exception(exc, file=sys.stderr)
     obj.out.error(kind, message, hint, doc)
@@ -119,14 +156,28 @@ def cli(ctx: click.Context, home: Path | None, json_mode: bool, debug: bool, act
                          no_plugin=no_plugin, out=Output(json_mode=json_mode))
 
 
+#: Built-in command modules, in registration order (operator_commands extends spec's `env`).
+_COMMAND_MODULES = ("spec_commands", "plugins_commands", "operator_commands")
+#: Top-level commands whose module is known, so only that module is imported to run them.
+_COMMAND_HOME = {"plugins": ("plugins_commands",)}
+_loaded: dict[str, bool] = {}
+
+
+def _load_commands(modules: tuple[str, ...] | None) -> None:
+    """Register the given command modules (``None``: all of them, then plugin commands)."""
+    import importlib
+
+    for name in modules or _COMMAND_MODULES:
+        if not _loaded.get(name):
+            _loaded[name] = True
+            importlib.import_module(f"{__name__}.{name}").register(cli)
+    if modules is None and not _loaded.get("all"):
+        _loaded["all"] = True
+        _register_plugin_commands()
+
+
 def _register_commands() -> None:
-    from . import plugins_commands, spec_commands
-
-    spec_commands.register(cli)
-    plugins_commands.register(cli)
-    from . import operator_commands
-
-    operator_commands.register(cli)
+    _load_commands(None)
 
 
 class _PluginCommand(click.Command):
@@ -173,10 +224,6 @@ def _lazy_command(ep) -> click.Command:
             command.invoke(sub)
 
     return run
-
-
-_register_commands()
-_register_plugin_commands()
 
 
 def main() -> None:

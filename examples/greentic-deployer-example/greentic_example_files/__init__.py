@@ -1,0 +1,3 @@
+"""greentic-deployer-example: a minimal third-party deployer plugin (the "files" deployer)."""
+
+__version__ = "1.0.0"
