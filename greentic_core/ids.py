@@ -11,7 +11,6 @@ import re
 from typing import NewType
 
 import attrs
-from ulid import ULID
 
 from .errors import SpecFormatError
 
@@ -53,6 +52,8 @@ def parse_ulid(value: str, kind: str = "ULID") -> str:
 
 def mint_ulid() -> str:
     """A new time-ordered ULID (48-bit ms timestamp + 80 random bits), upper case."""
+    from ulid import ULID  # imported on first use: it costs ~30 ms at start-up
+
     return str(ULID())
 
 

@@ -25,7 +25,7 @@ import attrs
 
 from . import lifecycle, traffic
 from .codec import utc_now
-from .contract import BoundDeployer, redact_answers
+from .contract import REDACTED, BoundDeployer, redact_answers
 from .errors import (
     DeployerError,
     GreenticError,
@@ -111,6 +111,38 @@ def _outcome_detail(outcome: Any) -> dict[str, Any]:
     return detail
 
 
+def _secret_values(bound: BoundDeployer) -> tuple[str, ...]:
+    secrets = bound.descriptor.secret_keys()
+    values = {str(v) for k, v in bound.answers.items() if k in secrets and v not in (None, "")}
+    # longest first, so a secret that contains another is replaced whole
+    return tuple(sorted((v for v in values if len(v) >= 3), key=len, reverse=True))
+
+
+def _scrub(value: Any, secrets: Sequence[str]) -> Any:
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+def _scrub_error(exc: GreenticError, secrets: Sequence[str]) -> None:
+    """Remove secret answer values from an error before it is printed or audited."""
+    if not secrets:
+        return
+    exc.message = _scrub(exc.message, secrets)
+    exc.args = (exc.message, *exc.args[1:])
+    if exc.hint:
+        exc.hint = _scrub(exc.hint, secrets)
+    exc.details = _scrub(dict(exc.details), secrets)
+
+
 # --------------------------------------------------------------------------- references
 
 
@@ -134,7 +166,7 @@ def resolve_revision(env: Environment, ref: str, deployment_id: str | None = Non
             if len(env.bundles) != 1:
                 raise AmbiguousReference(
                     "`latest` needs one deployment, and this environment has "
-                    f"{len(env.bundles)}", hint="give a revision id or prefix instead")
+                    f"{len(env.bundles)}", hint="name the deployment with --deployment, or give a revision id or prefix")
             deployment_id = env.bundles[0].deployment_id
         candidates = [r for r in env.revisions if r.deployment_id == deployment_id]
         if not candidates:
@@ -160,6 +192,12 @@ def _unique_prefix(what: str, ref: str, pool: Sequence[str], env_id: str, *, hin
     shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
     raise AmbiguousReference(f"{what} prefix {ref!r} is ambiguous: matches {len(matches)} ({shown})",
                              hint="give more characters of the id")
+
+
+def _resolve_in(env: Environment, revision_ref: str, deployment_ref: str | None) -> str:
+    """A revision id, searched in one deployment when ``deployment_ref`` is given."""
+    deployment_id = resolve_deployment(env, deployment_ref) if deployment_ref else None
+    return resolve_revision(env, revision_ref, deployment_id)
 
 
 # --------------------------------------------------------------------------- the operator
@@ -214,18 +252,40 @@ class Operator:
 
     def bind(self, env: Environment) -> BoundDeployer:
         binding = self.deployer_binding(env)
-        return self.registry.bind(binding.kind, self.load_answers(env), self.store.env_dir(env.environment_id))
+        bound = self.registry.bind(binding.kind, self.load_answers(env), self.store.env_dir(env.environment_id))
+        self._secrets = _secret_values(bound)
+        return bound
 
-    def _provider_call(self, tx, verb: str, call: Callable[[], Any], *, subject: dict[str, Any]) -> Any:
-        """Run one provider verb; on failure audit it (nothing else changes) and re-raise."""
+    def _scrub(self, value: Any) -> Any:
+        """``value`` with every secret answer value replaced (a provider may quote one)."""
+        return _scrub(value, getattr(self, "_secrets", ()))
+
+    def _detail(self, outcome: Any) -> dict[str, Any]:
+        return self._scrub(_outcome_detail(outcome))
+
+    def _provider_call(self, tx, verb: str, call: Callable[[], Any], *, subject: dict[str, Any],
+                       op: str | None = None, audit_ok: bool = False) -> Any:
+        """Run one provider verb; on failure audit it (nothing else changes) and re-raise.
+
+        ``op`` is the operation's audit verb (``revision.warm``), so a failed attempt is listed
+        under the same verb as a successful one; ``provider_verb`` says which call failed.
+        A successful call is audited by the caller's save event, or here with ``audit_ok``
+        (calls that record nothing, e.g. reconcile).
+        """
         started = time.monotonic()
         try:
-            return call()
+            result = call()
+            if audit_ok:
+                tx.audit(self._event(verb=op or verb, provider_verb=verb, outcome="ok",
+                                     duration_ms=round((time.monotonic() - started) * 1000), **subject))
+            return result
         except (DeployerError, KeyboardInterrupt) as exc:
             outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            if isinstance(exc, GreenticError):
+                _scrub_error(exc, getattr(self, "_secrets", ()))
             error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
             try:
-                tx.audit(self._event(verb=verb, outcome=outcome, error=error,
+                tx.audit(self._event(verb=op or verb, provider_verb=verb, outcome=outcome, error=error,
                                      duration_ms=round((time.monotonic() - started) * 1000), **subject))
             except GreenticError:
                 pass  # the provider error is the one to report
@@ -299,18 +359,18 @@ class Operator:
                 bound = self.bind(result.env)
                 outcome = self._provider_call(
                     tx, "stage", lambda: bound.stage(result.env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid, "deployment_id": deployment_id})
+                    subject={"revision_id": rid, "deployment_id": deployment_id}, op="revision.stage")
             stored = tx.save(result.env, audit_event=self._event(
                 verb="revision.stage", outcome="ok", revision_id=rid, deployment_id=deployment_id,
                 record_only=record_only or None, duration_ms=getattr(self, "_last_duration_ms", None)))
-            return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only, _outcome_detail(outcome),
+            return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only, self._detail(outcome),
                               stored.generation)
 
-    def warm(self, env_id: str, revision_ref: str, *, record_only: bool = False,
+    def warm(self, env_id: str, revision_ref: str, *, deployment_ref: str | None = None, record_only: bool = False,
              timeout: float | None = None) -> VerbResult:
         with self.store.transaction(env_id) as tx:
             env = tx.env
-            rid = resolve_revision(env, revision_ref)
+            rid = _resolve_in(env, revision_ref, deployment_ref)
             now = self.clock()
             lifecycle.warm_revision(env, rid, now=now)  # refused transitions fail before the provider
             outcome, gate = None, None
@@ -318,7 +378,7 @@ class Operator:
                 bound = self.bind(env)
                 outcome = self._provider_call(
                     tx, "warm", lambda: bound.warm(env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid})
+                    subject={"revision_id": rid}, op="revision.warm")
                 gate = self._health_gate(bound, rid)
             event = self._event(verb="revision.warm", revision_id=rid, record_only=record_only or None,
                                 duration_ms=None if record_only else self._last_duration_ms)
@@ -329,7 +389,7 @@ class Operator:
                 raise
             stored = tx.save(result.env, audit_event={**event, "outcome": "ok"})
             return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only,
-                              _outcome_detail(outcome), stored.generation)
+                              self._detail(outcome), stored.generation)
 
     def _health_gate(self, bound: BoundDeployer, rid: str):
         """After a successful warm, the provider's own observation must say the revision serves."""
@@ -339,21 +399,21 @@ class Operator:
                 observed = bound.observe(env).revision(rid)
             except DeployerError as exc:
                 return lifecycle.HealthGateFailure(failed_checks=("provider-health",),
-                                                   message=f"observe failed after warm: {exc}")
+                                                   message=f"observe failed after warm: {self._scrub(str(exc))}")
             if observed.present and observed.serving:
                 return None
             return lifecycle.HealthGateFailure(
                 failed_checks=("provider-health",),
                 message=f"provider reports revision {rid} present={observed.present} serving={observed.serving}"
-                        + (f" ({observed.detail})" if observed.detail else ""))
+                        + (f" ({self._scrub(observed.detail)})" if observed.detail else ""))
 
         return gate
 
-    def drain(self, env_id: str, revision_ref: str, *, record_only: bool = False,
+    def drain(self, env_id: str, revision_ref: str, *, deployment_ref: str | None = None, record_only: bool = False,
               timeout: float | None = None) -> VerbResult:
         with self.store.transaction(env_id) as tx:
             env = tx.env
-            rid = resolve_revision(env, revision_ref)
+            rid = _resolve_in(env, revision_ref, deployment_ref)
             now = self.clock()
             drained = lifecycle.drain_revision(env, rid, now=now)  # StillRouted / Conflict before the provider
             outcome = None
@@ -361,32 +421,32 @@ class Operator:
                 bound = self.bind(env)
                 outcome = self._provider_call(
                     tx, "drain", lambda: bound.drain(env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid})
+                    subject={"revision_id": rid}, op="revision.drain")
             # The provider has finished draining and stopped the revision: record it inactive.
             done = lifecycle.complete_drain(drained.env, rid, now=now)
             stored = tx.save(done.env, audit_event=self._event(
                 verb="revision.drain", outcome="ok", revision_id=rid, record_only=record_only or None,
                 duration_ms=None if record_only else self._last_duration_ms))
             return VerbResult(stored.revision(rid), drained.starting_lifecycle, record_only,
-                              _outcome_detail(outcome), stored.generation)
+                              self._detail(outcome), stored.generation)
 
-    def archive(self, env_id: str, revision_ref: str, *, record_only: bool = False,
+    def archive(self, env_id: str, revision_ref: str, *, deployment_ref: str | None = None, record_only: bool = False,
                 timeout: float | None = None) -> VerbResult:
         with self.store.transaction(env_id) as tx:
             env = tx.env
-            rid = resolve_revision(env, revision_ref)
+            rid = _resolve_in(env, revision_ref, deployment_ref)
             result = lifecycle.archive_revision(env, rid, now=self.clock())  # guard before the provider
             outcome = None
             if not record_only:
                 bound = self.bind(env)
                 outcome = self._provider_call(
                     tx, "archive", lambda: bound.archive(env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid})
+                    subject={"revision_id": rid}, op="revision.archive")
             stored = tx.save(result.env, audit_event=self._event(
                 verb="revision.archive", outcome="ok", revision_id=rid, record_only=record_only or None,
                 duration_ms=None if record_only else self._last_duration_ms))
             return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only,
-                              _outcome_detail(outcome), stored.generation)
+                              self._detail(outcome), stored.generation)
 
     # -- traffic ----------------------------------------------------------------------------
 
@@ -421,7 +481,7 @@ class Operator:
             outcome = self._provider_call(
                 tx, "apply_traffic_split",
                 lambda: bound.apply_traffic_split(result.env, deployment_id, progress=self.progress, timeout=timeout),
-                subject={"deployment_id": deployment_id})
+                subject={"deployment_id": deployment_id}, op=verb)
         weights = {e.revision_id: e.weight_bps for e in result.split.entries}
         if result.changed:
             stored = tx.save(result.env, audit_event=self._event(
@@ -435,13 +495,18 @@ class Operator:
                                  split_generation=result.split.generation, weights=weights))
             stored, split = tx.env, result.split
         assert split is not None
-        return TrafficChange(split, result.changed, record_only, _outcome_detail(outcome), stored.generation)
+        return TrafficChange(split, result.changed, record_only, self._detail(outcome), stored.generation)
 
     # -- inspection and repair ---------------------------------------------------------------
 
     def observe(self, env_id: str) -> Observation:
         env = self.store.load(env_id)
-        return self.bind(env).observe(env)
+        bound = self.bind(env)
+        try:
+            return bound.observe(env)
+        except DeployerError as exc:
+            _scrub_error(exc, self._secrets)
+            raise
 
     def runtime_config(self, env_id: str) -> RuntimeConfig:
         env = self.store.load(env_id)
@@ -509,9 +574,10 @@ class Operator:
         if bound.implements("greentic_preflight"):
             try:
                 for check in bound.preflight(env):
-                    checks.append(attrs.evolve(check, name=f"preflight:{check.name}"))
+                    checks.append(attrs.evolve(check, name=f"preflight:{check.name}",
+                                               message=self._scrub(check.message)))
             except DeployerError as exc:
-                add("preflight", CheckStatus.FAIL, str(exc))
+                add("preflight", CheckStatus.FAIL, self._scrub(str(exc)))
         else:
             add("preflight", CheckStatus.SKIP, "the plugin has no preflight checks")
         return checks
@@ -533,13 +599,13 @@ class Operator:
                 else:  # inactive, draining, failed: nothing may run
                     verb, call = "drain", bound.drain
                 self._provider_call(tx, verb, lambda: call(env, rid, progress=self.progress, timeout=timeout),
-                                    subject={"revision_id": rid})
+                                    subject={"revision_id": rid}, op="env.reconcile", audit_ok=True)
                 actions.append({"verb": verb, "revision_id": rid, "lifecycle": state.value})
             for split in env.traffic_splits:
                 self._provider_call(
                     tx, "apply_traffic_split",
                     lambda: bound.apply_traffic_split(env, split.deployment_id, progress=self.progress, timeout=timeout),
-                    subject={"deployment_id": split.deployment_id})
+                    subject={"deployment_id": split.deployment_id}, op="env.reconcile", audit_ok=True)
                 actions.append({"verb": "apply_traffic_split", "deployment_id": split.deployment_id})
             rewritten = tx.refresh_runtime_config()
             tx.audit(self._event(verb="env.reconcile", outcome="ok", actions=len(actions)))

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import sys
-from importlib import metadata
+import importlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -141,6 +141,8 @@ def scan_entry_points(group: str = GROUP, paths: list[str] | None = None) -> lis
     """Read every distribution's entry points of ``group`` (first distribution of a name wins)."""
     found: list[EntryPointInfo] = []
     seen: set[str] = set()
+    from importlib import metadata  # only on a cache miss: it costs ~15 ms to import
+
     for dist in metadata.distributions(path=paths if paths is not None else sys.path):
         try:
             dist_name = dist.metadata["Name"] or "unknown"
@@ -265,8 +267,7 @@ class Registry:
     def _load(self, record: PluginRecord) -> None:
         before = set(sys.modules)
         try:
-            ep = metadata.EntryPoint(name=record.name, value=record.value, group=GROUP)
-            plugin = ep.load()
+            plugin = load_object(record.value)
         except (Exception, SystemExit) as exc:  # third-party import code: report, never crash
             record.status = BROKEN
             record.reason = f"import of {record.value} failed: {type(exc).__name__}: {_one_line(exc)}"
@@ -409,6 +410,19 @@ class Registry:
         if not record.ok:
             raise PluginUnusable(f"deployer plugin {name} is {record.status}: {record.reason}", hint=record.hint)
         return conformance_sandbox(record, self._callers[name]["greentic_conformance_sandbox"], workdir)
+
+
+def load_object(value: str) -> Any:
+    """Import what an entry-point value names (``module`` or ``module:attr.path``).
+
+    The same rule as ``importlib.metadata.EntryPoint.load``, without importing
+    importlib.metadata on the (cached) fast path.
+    """
+    module_name, _, attr_path = value.partition(":")
+    obj: Any = importlib.import_module(module_name.strip())
+    for part in filter(None, attr_path.strip().split(".")):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _one_line(exc: BaseException) -> str:

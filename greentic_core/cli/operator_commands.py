@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from .. import codec
-from ..errors import GreenticError
+from ..errors import NoSplit
 from ..operator import InvalidInput, Operator, resolve_deployment
 from ..outcomes import CheckStatus
 from ..spec import Workload
@@ -24,7 +24,12 @@ def _operator(obj, command: str, progress=None) -> Operator:
 
 
 def _command_line() -> str:
-    return "greentic-deployer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command line as given (also when the CLI is run as a library, e.g. by CliRunner)."""
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.meta.get("greentic.argv") if ctx is not None else None
+    if argv is None:
+        argv = sys.argv[1:]
+    return "greentic-deployer " + " ".join(shlex.quote(str(a)) for a in argv)
 
 
 def _read_answers(path: Path | None) -> dict[str, Any]:
@@ -132,7 +137,10 @@ def register(cli: click.Group) -> None:
         """Check plugin, version pin, answers, runtime config and the provider's preflight."""
         checks = _operator(obj, _command_line()).doctor(env_id)
         failed = [c for c in checks if c.status == CheckStatus.FAIL]
-        data = {"ok": not failed, "checks": [{"name": c.name, "status": c.status.value, "message": c.message}
+        data = {"ok": not failed, **({"kind": "check_failed",
+                                      "message": f"{len(failed)} check(s) failed: "
+                                                 + ", ".join(c.name for c in failed)} if failed else {}),
+                "checks": [{"name": c.name, "status": c.status.value, "message": c.message}
                                               for c in checks]}
 
         def human(console) -> None:
@@ -295,13 +303,15 @@ def register(cli: click.Group) -> None:
         @revision.command(name)
         @click.argument("env_id")
         @click.argument("revision_ref", metavar="REVISION")
+        @click.option("--deployment", "deployment_ref", metavar="DEPLOYMENT",
+                      help="Look REVISION up in this deployment (needed for `latest` with several deployments).")
         @click.option("--record-only", is_flag=True, help="Record the transition without calling the provider.")
         @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds to wait for the provider.")
         @click.pass_obj
-        def verb(obj, env_id, revision_ref, record_only, timeout) -> None:
+        def verb(obj, env_id, revision_ref, deployment_ref, record_only, timeout) -> None:
             with ProgressReporter(obj.out, f"{title} {revision_ref}") as progress:
                 result = getattr(_operator(obj, _command_line(), progress), method)(
-                    env_id, revision_ref, record_only=record_only, timeout=timeout)
+                    env_id, revision_ref, deployment_ref=deployment_ref, record_only=record_only, timeout=timeout)
             obj.out.result({"ok": True, "revision_id": result.revision.revision_id,
                             "from": result.starting_lifecycle.value, "lifecycle": result.revision.lifecycle.value,
                             "record_only": record_only, "generation": result.generation,
@@ -346,13 +356,15 @@ def register(cli: click.Group) -> None:
     @revision.command("show")
     @click.argument("env_id")
     @click.argument("revision_ref", metavar="REVISION")
+    @click.option("--deployment", "deployment_ref", metavar="DEPLOYMENT", help="Look REVISION up in this deployment.")
     @click.pass_obj
-    def revision_show(obj, env_id, revision_ref) -> None:
-        """Show one revision document."""
+    def revision_show(obj, env_id, revision_ref, deployment_ref) -> None:
+        """Show one revision document (REVISION: id, unique prefix or `latest`)."""
         from ..operator import resolve_revision
 
         env = obj.store().load(env_id)
-        rev = env.revision(resolve_revision(env, revision_ref))
+        dep = resolve_deployment(env, deployment_ref) if deployment_ref else None
+        rev = env.revision(resolve_revision(env, revision_ref, dep))
         doc = _revision_json(rev)
         obj.out.result({"ok": True, "revision": doc}, lambda c: c.print(json.dumps(doc, indent=2), markup=False))
 
@@ -421,8 +433,8 @@ def register(cli: click.Group) -> None:
             dep = resolve_deployment(env, deployment_ref)
             splits = tuple(s for s in splits if s.deployment_id == dep)
             if not splits:
-                raise GreenticError(f"deployment {dep} has no traffic split yet",
-                                    hint=f"set one with `greentic-deployer traffic set {env_id} {dep} REV=10000`")
+                raise NoSplit(f"deployment {dep} has no traffic split yet",
+                              hint=f"set one with `greentic-deployer traffic set {env_id} {dep} REV=10000`")
         from ..traffic import split_history
 
         rows = [{"deployment_id": s.deployment_id, "bundle_id": s.bundle_id, "generation": s.generation,

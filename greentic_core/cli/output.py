@@ -6,18 +6,39 @@ import json
 import sys
 from typing import Any, Callable
 
+from typing import TYPE_CHECKING
+
 import attrs
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _console(stderr: bool) -> "Console":
+    from rich.console import Console  # imported on first human output: --json never pays for it
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Off a terminal, tables are for scripts and logs: wide enough that ids are never cut.
+    return Console(stderr=stderr, soft_wrap=True, highlight=False, width=None if stream.isatty() else 240)
 
 
 @attrs.define
 class Output:
     json_mode: bool = False
-    # Off a terminal, tables are for scripts and logs: wide enough that ids are never cut.
-    stdout: Console = attrs.field(factory=lambda: Console(
-        soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 240))
-    stderr: Console = attrs.field(factory=lambda: Console(
-        stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 240))
+    _stdout: "Console | None" = None
+    _stderr: "Console | None" = None
+
+    @property
+    def stdout(self) -> "Console":
+        if self._stdout is None:
+            self._stdout = _console(stderr=False)
+        return self._stdout
+
+    @property
+    def stderr(self) -> "Console":
+        if self._stderr is None:
+            self._stderr = _console(stderr=True)
+        return self._stderr
 
     @property
     def interactive(self) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
 
 from ..registry import OK
 
@@ -32,6 +31,8 @@ def register(cli: click.Group) -> None:
             if not records:
                 console.print(NO_PLUGINS_HINT, markup=False)
                 return
+            from rich.table import Table
+
             table = Table(box=None, pad_edge=False)
             for column in ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "WEIGHT RES.", "SANDBOX", "NOTES"):
                 table.add_column(column)
