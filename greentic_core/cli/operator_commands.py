@@ -99,7 +99,12 @@ def register(cli: click.Group) -> None:
         store = obj.store()
         rows = []
         for env_id in store.list():
-            env = store.load(env_id)
+            try:
+                env = store.load(env_id)
+            except GreenticError as exc:  # one broken environment must not hide the others
+                rows.append({"environment_id": env_id, "name": "-", "deployer": None, "deployments": 0,
+                             "revisions": 0, "generation": None, "error": exc.message})
+                continue
             binding = next((p for p in env.packs if p.slot.value == "deployer"), None)
             rows.append({"environment_id": env_id, "name": env.name, "deployer": str(binding.kind) if binding else None,
                          "deployments": len(env.bundles), "revisions": len(env.revisions),
@@ -114,6 +119,9 @@ def register(cli: click.Group) -> None:
             for col in ("ENV", "NAME", "DEPLOYER", "DEPLOYMENTS", "REVISIONS", "GENERATION"):
                 table.add_column(col)
             for r in rows:
+                if r.get("error"):
+                    table.add_row(r["environment_id"], "INVALID", r["error"], "-", "-", "-")
+                    continue
                 table.add_row(r["environment_id"], r["name"], r["deployer"] or "-", str(r["deployments"]),
                               str(r["revisions"]), str(r["generation"]))
             console.print(table)
