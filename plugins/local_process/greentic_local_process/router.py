@@ -1,0 +1,1098 @@
+"""The environment's router: one process that sends each request to a revision of its deployment.
+
+Run as ``python -m greentic_local_process.router --state-dir DIR`` (``--help`` lists the
+options). It reads ``DIR/router-table.json`` (see :mod:`greentic_local_process.table`), listens
+on the table's ``listen`` address and on an admin port on 127.0.0.1, and once both are bound
+writes ``DIR/router.json`` (``pid``, ``listen``, ``admin``, ``generation``, ``started_at``,
+``workers``) atomically; it removes that file when it exits.
+
+Proxying: the request and response bodies are streamed (a response of known length up to
+64 KiB is relayed in one piece); hop-by-hop headers are dropped in both directions;
+``X-Forwarded-For`` is appended to, ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are set;
+the answering revision is named in ``X-Greentic-Revision``. 503 (JSON) when no deployment
+matches or the deployment has no routable revision, 413 above the body limit, 502 (JSON) when
+the backend cannot be reached (a connect failure is retried once on another revision of the
+same deployment when no request body was sent yet), 504 on a backend read timeout.
+
+Admin API (127.0.0.1 only): ``GET /status``, ``POST /reload`` (re-read the table file; a bad
+table is refused with 400 and the old one keeps serving; a changed listen address or an older
+generation with 409), ``GET /table``, ``GET /healthz``. ``SIGHUP`` also reloads. ``SIGTERM``
+(or ``SIGINT``) stops accepting, lets requests in flight finish (``--shutdown-timeout``) and
+exits 0.
+
+A reload swaps one reference: a request already in flight keeps the backend it chose, a
+request that starts after the swap uses the new table. A deployment whose routable revisions,
+weights and addresses changed starts a fresh round-robin sequence; an unchanged one carries on
+where it was (so frequent reloads cannot starve a light revision). Counters are kept per
+revision id, so they survive reloads.
+
+``--workers N`` (N > 1) runs N proxy processes sharing the listen port (SO_REUSEPORT) under a
+supervisor that owns the admin port: it validates a reload once and hands the same table to
+every worker, and ``/status`` sums the workers' counters (histograms merged bucket by bucket).
+Each worker balances on its own, so the split is exact per worker and within
+``workers * period`` picks overall.
+
+Standalone on purpose: the standard library, aiohttp and attrs only (no greentic_core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import logging
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from .table import Deployment, RouterTable, SmoothWeightedRoundRobin, TableError, parse_address, parse_table
+
+log = logging.getLogger("greentic.router")
+
+TABLE_FILE = "router-table.json"
+STATE_FILE = "router.json"
+REVISION_HEADER = "X-Greentic-Revision"
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+BUFFER_LIMIT = 64 * 1024  # responses of known length up to this are relayed in one piece
+
+HOP_BY_HOP = (
+    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+    "Transfer-Encoding", "Upgrade", "Proxy-Connection",
+)
+COUNTERS = ("in_flight", "completed", "errors", "upstream_5xx", "retries", "client_aborts")
+
+
+# --------------------------------------------------------------------------- counters
+
+
+def _bounds() -> list[float]:
+    bounds, value = [], 1e-5  # 10 us .. ~600 s, each bucket 10 % wider than the previous one
+    while value < 600.0:
+        bounds.append(value)
+        value *= 1.1
+    bounds.append(value)
+    return bounds
+
+
+BOUNDS = _bounds()
+
+
+def quantile_ms(counts: dict[int, int], q: float) -> float | None:
+    """The q-quantile in milliseconds of a bucket histogram (within 5 %), None when empty."""
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index in sorted(counts):
+        seen += counts[index]
+        if seen >= rank:
+            upper = BOUNDS[min(index, len(BOUNDS) - 1)]
+            lower = BOUNDS[index - 1] if 0 < index <= len(BOUNDS) - 1 else upper / 1.1
+            return round((lower * upper) ** 0.5 * 1000.0, 3)
+    return None  # pragma: no cover
+
+
+class RevisionStats:
+    """Counters of one revision, kept across reloads. Memory is bounded: the latency histogram
+    has a fixed number of buckets."""
+
+    __slots__ = ("in_flight", "completed", "errors", "upstream_5xx", "retries", "client_aborts", "hist")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.completed = 0
+        self.errors = 0
+        self.upstream_5xx = 0
+        self.retries = 0
+        self.client_aborts = 0
+        self.hist = [0] * (len(BOUNDS) + 1)
+
+    def snapshot(self) -> dict[str, Any]:
+        data: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
+        data["hist"] = {str(i): c for i, c in enumerate(self.hist) if c}
+        return data
+
+
+# --------------------------------------------------------------------------- routing state
+
+
+class Target:
+    """A routable backend as the proxy uses it: precomputed base URL and its counters."""
+
+    __slots__ = ("revision_id", "base", "stats", "address")
+
+    def __init__(self, revision_id: str, address: str, stats: RevisionStats) -> None:
+        self.revision_id = revision_id
+        self.address = address
+        self.base = f"http://{address}"
+        self.stats = stats
+
+
+class DeploymentRoute:
+    __slots__ = ("deployment", "balancer", "targets")
+
+    def __init__(self, deployment: Deployment, stats: dict[str, RevisionStats],
+                 previous: DeploymentRoute | None = None) -> None:
+        self.deployment = deployment
+        balancer = SmoothWeightedRoundRobin(deployment.backends)
+        if previous is not None and previous.balancer.members == balancer.members:
+            # same revisions, weights and addresses: carry on in the running sequence, so that
+            # frequent reloads for other deployments cannot starve a light revision of this one
+            self.balancer, self.targets = previous.balancer, previous.targets
+            return
+        self.balancer = balancer
+        self.targets = tuple(
+            Target(b.revision_id, b.address, stats[b.revision_id])  # type: ignore[arg-type]
+            for b in balancer.members
+        )
+
+    def pick(self) -> Target | None:
+        index = self.balancer.pick_index()
+        return self.targets[index] if index >= 0 else None
+
+    def pick_other(self, target: Target) -> Target | None:
+        for index, candidate in enumerate(self.targets):
+            if candidate is target:
+                other = self.balancer.pick_index_excluding(index)
+                return self.targets[other] if other >= 0 else None
+        return None
+
+
+class RoutingState:
+    """Everything a request needs, built once per table; swapped as one reference on reload."""
+
+    __slots__ = ("table", "routes", "loaded_at")
+
+    def __init__(self, table: RouterTable, stats: dict[str, RevisionStats],
+                 previous: RoutingState | None = None) -> None:
+        self.table = table
+        for dep in table.deployments:
+            for backend in dep.backends:
+                stats.setdefault(backend.revision_id, RevisionStats())
+        before = previous.routes if previous is not None else {}
+        self.routes = {dep.deployment_id: DeploymentRoute(dep, stats, before.get(dep.deployment_id))
+                       for dep in table.deployments}
+        self.loaded_at = time.time()
+
+
+# --------------------------------------------------------------------------- proxy
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Body:
+    """The request body as an async iterator for the upstream request, counting and limiting."""
+
+    __slots__ = ("content", "limit", "started", "too_large", "client_failed")
+
+    def __init__(self, content: Any, limit: int) -> None:
+        self.content = content
+        self.limit = limit
+        self.started = False
+        self.too_large = False
+        self.client_failed = False
+
+    async def chunks(self) -> Any:
+        self.started = True
+        total = 0
+        readany = self.content.readany
+        limit = self.limit
+        while True:
+            try:
+                chunk = await readany()
+            except Exception:
+                self.client_failed = True  # the client went away (or sent garbage) mid-upload
+                raise
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > limit:
+                self.too_large = True
+                raise _BodyTooLarge()
+            yield chunk
+
+
+def _json_response(status: int, body: dict[str, Any], revision_id: str | None = None,
+                   close: bool = False) -> web.Response:
+    headers = {"Content-Type": "application/json"}
+    if revision_id is not None:
+        headers[REVISION_HEADER] = revision_id
+    response = web.Response(status=status, body=json.dumps(body).encode(), headers=headers)
+    if close:
+        response.force_close()
+    return response
+
+
+def _strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
+    connection = headers.getall("Connection", None)
+    for name in HOP_BY_HOP:
+        headers.popall(name, None)
+    if connection:
+        for value in connection:
+            for token in value.split(","):
+                token = token.strip()
+                if token:
+                    headers.popall(token, None)
+
+
+class Proxy:
+    """The request path: route, pick, forward, relay, count."""
+
+    def __init__(self, table: RouterTable, *, max_body: int, connect_timeout: float,
+                 read_timeout: float | None, trust_forwarded: bool) -> None:
+        self.stats: dict[str, RevisionStats] = {}
+        self.state = RoutingState(table, self.stats)
+        self.max_body = max_body
+        self.trust_forwarded = trust_forwarded
+        self.unrouted = 0  # 503 answers
+        self.reloads = 0
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self.session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0,
+                                         ttl_dns_cache=None, enable_cleanup_closed=False)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            timeout=self._timeout, trust_env=False, raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def swap(self, table: RouterTable) -> None:
+        """Install a new table: one reference assignment, so no request sees half of it."""
+        self.state = RoutingState(table, self.stats, self.state)
+        self.reloads += 1
+        live = {b.revision_id for d in table.deployments for b in d.backends}
+        for revision_id in [r for r, s in self.stats.items() if r not in live and s.in_flight == 0]:
+            del self.stats[revision_id]  # gone from the table and idle: forget it
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"unrouted": self.unrouted, "revisions": {r: s.snapshot() for r, s in self.stats.items()}}
+
+    # ----------------------------------------------------------------------- request path
+
+    def _forward_headers(self, request: web.BaseRequest, headers_in: Any) -> CIMultiDict[str]:
+        out: CIMultiDict[str] = CIMultiDict(headers_in)
+        _strip_hop_by_hop(out)
+        out.popall("Expect", None)
+        peer = request.remote or ""
+        previous = out.popall("X-Forwarded-For", None)
+        out["X-Forwarded-For"] = ", ".join(previous) + ", " + peer if previous else peer
+        trust = self.trust_forwarded
+        if not trust or "X-Forwarded-Proto" not in out:
+            out["X-Forwarded-Proto"] = "http"
+        host = headers_in.get("Host")
+        if host is not None and (not trust or "X-Forwarded-Host" not in out):
+            out["X-Forwarded-Host"] = host
+        return out
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        state = self.state  # this request's table, whatever reloads happen meanwhile
+        headers_in = request.headers
+        path = request.raw_path
+        deployment = state.table.route(headers_in.get("Host"), path)
+        if deployment is None:
+            self.unrouted += 1
+            return _json_response(503, {"error": "no routable revision", "deployment_id": None})
+        route = state.routes[deployment.deployment_id]
+        target = route.pick()
+        if target is None:
+            self.unrouted += 1
+            return _json_response(503, {"error": "no routable revision",
+                                        "deployment_id": deployment.deployment_id})
+        has_body = request.body_exists
+        if has_body:
+            length = request.content_length
+            if length is not None and length > self.max_body:
+                return _json_response(413, {"error": "request body too large", "limit_bytes": self.max_body},
+                                      close=True)
+            expect = headers_in.get("Expect")
+            if expect is not None and expect.lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not path.startswith("/"):
+            path = request.rel_url.path_qs  # absolute-form request target
+        forward = self._forward_headers(request, headers_in)
+        method = request.method
+        session = self.session
+        assert session is not None
+        loop = self._loop
+        assert loop is not None
+        retried = False
+        while True:
+            body = _Body(request.content, self.max_body) if has_body else None
+            stats = target.stats
+            stats.in_flight += 1
+            started = loop.time()
+            try:
+                upstream = await session.request(
+                    method, URL(target.base + path, encoded=True), headers=forward,
+                    data=body.chunks() if body is not None else None, allow_redirects=False,
+                )
+            except Exception as exc:  # noqa: BLE001 - each failure becomes an HTTP answer
+                stats.in_flight -= 1
+                if body is not None and body.too_large:
+                    return _json_response(413, {"error": "request body too large", "limit_bytes": self.max_body},
+                                          close=True)
+                if body is not None and body.client_failed:
+                    stats.client_aborts += 1
+                    return _json_response(400, {"error": "request body incomplete"}, close=True)
+                connect_failed = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+                stale = isinstance(exc, aiohttp.ServerDisconnectedError) and body is None
+                stats.errors += 1
+                if not retried and (body is None or not body.started) and (connect_failed or stale):
+                    other = route.pick_other(target) if connect_failed else route.pick()
+                    if other is not None:
+                        retried = True
+                        other.stats.retries += 1
+                        target = other
+                        continue
+                return self._failure(exc, deployment, target)
+            try:
+                response = await self._relay(request, upstream, target, method)
+            except _Aborted as aborted:
+                stats.in_flight -= 1
+                if aborted.by_client:
+                    stats.client_aborts += 1
+                else:
+                    stats.errors += 1
+                return aborted.response
+            except Exception as exc:  # noqa: BLE001
+                stats.in_flight -= 1
+                stats.errors += 1
+                upstream.close()
+                return self._failure(exc, deployment, target)
+            stats.in_flight -= 1
+            stats.completed += 1
+            if upstream.status >= 500:
+                stats.upstream_5xx += 1
+            stats.hist[bisect.bisect_left(BOUNDS, loop.time() - started)] += 1
+            return response
+
+    def _failure(self, exc: BaseException, deployment: Deployment, target: Target) -> web.Response:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            status, error = 502, f"could not connect to {target.address} in time"
+        elif isinstance(exc, aiohttp.ClientConnectorError):
+            status, error = 502, f"could not connect to {target.address}: {exc.os_error.strerror or exc}"
+        elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            status, error = 504, f"{target.address} did not answer in time"
+        else:
+            status, error = 502, f"{target.address} failed: {type(exc).__name__}: {exc}"
+        log.warning("%s %s -> %s", status, target.revision_id, error)
+        return _json_response(status, {"error": "bad gateway" if status == 502 else "gateway timeout",
+                                       "detail": error, "deployment_id": deployment.deployment_id,
+                                       "revision_id": target.revision_id}, target.revision_id)
+
+    async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, target: Target,
+                     method: str) -> web.StreamResponse:
+        headers: CIMultiDict[str] = CIMultiDict(upstream.headers)
+        _strip_hop_by_hop(headers)
+        headers[REVISION_HEADER] = target.revision_id
+        status = upstream.status
+        if method == "HEAD" or status in (204, 304):
+            upstream.release()
+            return web.Response(status=status, reason=upstream.reason, headers=headers)
+        length = upstream.content_length
+        if length is not None and length <= BUFFER_LIMIT:
+            body = await upstream.read()
+            return web.Response(status=status, reason=upstream.reason, headers=headers, body=body)
+        out = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
+        try:
+            await out.prepare(request)
+        except ConnectionError:
+            upstream.close()
+            raise _Aborted(out, by_client=True) from None
+        readany = upstream.content.readany
+        while True:
+            try:
+                chunk = await readany()
+            except Exception as exc:  # noqa: BLE001 - the backend broke off mid-body
+                log.warning("%s broke off mid-response: %s: %s", target.revision_id, type(exc).__name__, exc)
+                upstream.close()
+                _abort(request)
+                raise _Aborted(out, by_client=False) from None
+            if not chunk:
+                break
+            try:
+                await out.write(chunk)
+            except ConnectionError:
+                upstream.close()
+                raise _Aborted(out, by_client=True) from None
+        upstream.release()
+        try:
+            await out.write_eof()
+        except ConnectionError:
+            raise _Aborted(out, by_client=True) from None
+        return out
+
+
+class _Aborted(Exception):
+    def __init__(self, response: web.StreamResponse, *, by_client: bool) -> None:
+        self.response = response
+        self.by_client = by_client
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Cut the client connection so a truncated body cannot look complete."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+# --------------------------------------------------------------------------- status
+
+
+def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the counters of several proxies (one per worker); histograms bucket by bucket."""
+    revisions: dict[str, dict[str, Any]] = {}
+    unrouted = 0
+    for snap in snapshots:
+        unrouted += int(snap.get("unrouted", 0))
+        for revision_id, data in snap.get("revisions", {}).items():
+            merged = revisions.setdefault(revision_id, {**{n: 0 for n in COUNTERS}, "hist": {}})
+            for name in COUNTERS:
+                merged[name] += int(data.get(name, 0))
+            for index, count in data.get("hist", {}).items():
+                merged["hist"][index] = merged["hist"].get(index, 0) + count
+    return {"unrouted": unrouted, "revisions": revisions}
+
+
+def build_status(table: RouterTable, counters: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    deployments: dict[str, Any] = {}
+    revisions: dict[str, Any] = {}
+    for dep in table.deployments:
+        deployments[dep.deployment_id] = {
+            "bundle_id": dep.bundle_id, "split_generation": dep.split_generation,
+            "hosts": list(dep.hosts), "path_prefixes": list(dep.path_prefixes),
+            "weights": dep.weights, "enforced_weights": dep.enforced_weights(),
+        }
+        for backend in dep.backends:
+            revisions[backend.revision_id] = {
+                "deployment_id": dep.deployment_id, "address": backend.address,
+                "weight_bps": backend.weight_bps, "in_table": True,
+            }
+    for revision_id, data in counters["revisions"].items():
+        entry = revisions.setdefault(revision_id, {"deployment_id": None, "address": None,
+                                                   "weight_bps": 0, "in_table": False})
+        hist = {int(i): c for i, c in data["hist"].items()}
+        entry.update({name: data[name] for name in COUNTERS})
+        entry["p50_ms"] = quantile_ms(hist, 0.50)
+        entry["p99_ms"] = quantile_ms(hist, 0.99)
+    for entry in revisions.values():
+        for name in COUNTERS:
+            entry.setdefault(name, 0)
+        entry.setdefault("p50_ms", None)
+        entry.setdefault("p99_ms", None)
+    return {
+        "pid": os.getpid(), "env_id": table.env_id, "generation": table.generation,
+        **extra, "unrouted": counters["unrouted"], "warnings": list(table.warnings),
+        "deployments": deployments, "revisions": revisions,
+    }
+
+
+# --------------------------------------------------------------------------- files and sockets
+
+
+def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_table_file(path: Path) -> RouterTable:
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise TableError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise TableError(f"{path} is not valid JSON: {exc}") from None
+    return parse_table(data)
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def sock_address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _raise_fd_limit() -> None:
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------- reload rules
+
+
+class ReloadRefused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def check_reload(current: RouterTable, new: RouterTable) -> None:
+    if new.listen != current.listen:
+        raise ReloadRefused(409, f"the listen address changed ({current.listen} -> {new.listen}); "
+                                 "restart the router to move it")
+    if new.generation < current.generation:
+        raise ReloadRefused(409, f"table generation {new.generation} is older than the loaded "
+                                 f"generation {current.generation}")
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def _proxy_server(proxy: Proxy, args: argparse.Namespace) -> web.Server:
+    return web.Server(
+        proxy.handle, access_log=None, keepalive_timeout=args.keepalive_timeout,
+        max_line_size=args.max_line_size, max_field_size=args.max_field_size, max_headers=args.max_headers,
+        auto_decompress=False,
+    )
+
+
+class _Serving:
+    """A bound proxy listener plus its aiohttp runner."""
+
+    def __init__(self, proxy: Proxy, args: argparse.Namespace) -> None:
+        self.proxy = proxy
+        self.args = args
+        self.runner: web.ServerRunner | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        await self.proxy.open()
+        self.runner = web.ServerRunner(_proxy_server(self.proxy, self.args), shutdown_timeout=self.args.shutdown_timeout)
+        await self.runner.setup()
+        await web.SockSite(self.runner, sock).start()
+
+    async def stop(self) -> None:
+        """Stop accepting, wait for requests in flight (bounded), then close idle connections."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.proxy.close()
+
+
+def _admin_app(routes: list[web.RouteDef]) -> web.Application:
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+async def _start_admin(app: web.Application, port: int) -> tuple[web.AppRunner, socket.socket]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = bind_socket("127.0.0.1", port, backlog=128)
+    await web.SockSite(runner, sock).start()
+    return runner, sock
+
+
+def _install_signals(stop: asyncio.Event, on_hup: Any) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if on_hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+def _proxy_from_args(table: RouterTable, args: argparse.Namespace) -> Proxy:
+    return Proxy(table, max_body=args.max_body_bytes, connect_timeout=args.connect_timeout,
+                 read_timeout=args.read_timeout or None, trust_forwarded=args.trust_forwarded_headers)
+
+
+async def run_single(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    table_path = Path(args.table) if args.table else state_dir / TABLE_FILE
+    try:
+        table = read_table_file(table_path)
+        host, port = table.listen_address
+    except TableError as exc:
+        log.error("error: %s", exc)
+        return 2
+    try:
+        listen_sock = bind_socket(host, port, backlog=args.backlog)
+    except OSError as exc:
+        log.error("error: cannot listen on %s: %s", table.listen, exc.strerror or exc)
+        return 1
+    proxy = _proxy_from_args(table, args)
+    serving = _Serving(proxy, args)
+    await serving.start(listen_sock)
+    listen = table.listen if port else sock_address(listen_sock)
+    started_at = _utc_now()
+    admin_address = ""
+
+    def current_extra() -> dict[str, Any]:
+        return {"listen": listen, "admin": admin_address, "started_at": started_at, "workers": 1,
+                "reloads": proxy.reloads, "loaded_at": datetime.fromtimestamp(
+                    proxy.state.loaded_at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+
+    def write_state() -> None:
+        atomic_write_json(state_dir / STATE_FILE, {
+            "pid": os.getpid(), "listen": listen, "admin": admin_address,
+            "generation": proxy.state.table.generation, "env_id": proxy.state.table.env_id,
+            "started_at": started_at, "workers": 1,
+        })
+
+    def reload() -> RouterTable:
+        new = read_table_file(table_path)
+        check_reload(proxy.state.table, new)
+        proxy.swap(new)
+        log.info("loaded table generation %s (%d deployments)", new.generation, len(new.deployments))
+        for warning in new.warnings:
+            log.warning("table: %s", warning)
+        write_state()
+        return new
+
+    async def status(_request: web.Request) -> web.Response:
+        counters = merge_snapshots([proxy.snapshot()])
+        return web.json_response(build_status(proxy.state.table, counters, current_extra()))
+
+    async def reload_handler(_request: web.Request) -> web.Response:
+        try:
+            new = reload()
+        except TableError as exc:
+            log.warning("reload refused: %s", exc)
+            return web.json_response({"error": "invalid table", "reason": str(exc),
+                                      "generation": proxy.state.table.generation}, status=400)
+        except ReloadRefused as exc:
+            log.warning("reload refused: %s", exc.reason)
+            return web.json_response({"error": "reload refused", "reason": exc.reason,
+                                      "generation": proxy.state.table.generation}, status=exc.status)
+        return web.json_response({"generation": new.generation})
+
+    async def table_handler(_request: web.Request) -> web.Response:
+        return web.json_response(_table_json(proxy.state.table))
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "generation": proxy.state.table.generation})
+
+    app = _admin_app([web.get("/status", status), web.post("/reload", reload_handler),
+                      web.get("/table", table_handler), web.get("/healthz", healthz)])
+    try:
+        admin_runner, admin_sock = await _start_admin(app, args.admin_port)
+    except OSError as exc:
+        log.error("error: cannot listen on admin port 127.0.0.1:%s: %s", args.admin_port, exc.strerror or exc)
+        await serving.stop()
+        return 1
+    admin_address = sock_address(admin_sock)
+
+    def on_hup() -> None:
+        try:
+            reload()
+        except (TableError, ReloadRefused) as exc:
+            log.warning("reload (SIGHUP) refused: %s", exc)
+
+    stop = asyncio.Event()
+    _install_signals(stop, on_hup)
+    write_state()
+    log.info("router pid %s for env %s listening on %s (admin %s), table generation %s",
+             os.getpid(), table.env_id, listen, admin_address, table.generation)
+    for warning in table.warnings:
+        log.warning("table: %s", warning)
+    _settle_gc()
+    await stop.wait()
+    log.info("stopping: waiting up to %ss for requests in flight", args.shutdown_timeout)
+    await serving.stop()
+    await admin_runner.cleanup()
+    _remove_state(state_dir / STATE_FILE)
+    log.info("stopped")
+    return 0
+
+
+def _table_json(table: RouterTable) -> dict[str, Any]:
+    return {
+        "generation": table.generation, "env_id": table.env_id, "listen": table.listen,
+        "deployments": [{
+            "deployment_id": d.deployment_id, "bundle_id": d.bundle_id, "split_generation": d.split_generation,
+            "hosts": list(d.hosts), "path_prefixes": list(d.path_prefixes),
+            "backends": [{"revision_id": b.revision_id, "weight_bps": b.weight_bps, "address": b.address}
+                         for b in d.backends],
+        } for d in table.deployments],
+    }
+
+
+def _remove_state(path: Path) -> None:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _settle_gc() -> None:
+    import gc
+
+    gc.collect()
+    gc.freeze()  # long-lived startup objects leave the collector's generations
+    gc.set_threshold(20000, 50, 100)  # per-request garbage is short-lived: collect young objects less often
+
+
+# --------------------------------------------------------------------------- workers
+
+
+async def run_worker(args: argparse.Namespace) -> int:
+    """One of N proxy processes: binds the shared port with SO_REUSEPORT; a control port on
+    127.0.0.1 serves the supervisor (counters, table hand-over)."""
+    state_dir = Path(args.state_dir)
+    table_path = Path(args.table) if args.table else state_dir / TABLE_FILE
+    try:
+        table = read_table_file(table_path)
+    except TableError as exc:
+        log.error("worker %s: %s", args.worker_index, exc)
+        return 2
+    host, port = parse_address(args.worker_listen, "--worker-listen")
+    try:
+        listen_sock = bind_socket(host, port, reuse_port=True, backlog=args.backlog)
+    except OSError as exc:
+        log.error("worker %s: cannot listen on %s: %s", args.worker_index, args.worker_listen, exc.strerror or exc)
+        return 1
+    proxy = _proxy_from_args(table, args)
+    serving = _Serving(proxy, args)
+    await serving.start(listen_sock)
+
+    async def counters(_request: web.Request) -> web.Response:
+        return web.json_response({**proxy.snapshot(), "generation": proxy.state.table.generation,
+                                  "reloads": proxy.reloads})
+
+    async def load(request: web.Request) -> web.Response:
+        try:
+            new = parse_table(await request.json())
+            check_reload(proxy.state.table, new)
+        except (TableError, ValueError) as exc:
+            return web.json_response({"error": "invalid table", "reason": str(exc)}, status=400)
+        except ReloadRefused as exc:
+            return web.json_response({"error": "reload refused", "reason": exc.reason}, status=exc.status)
+        proxy.swap(new)
+        return web.json_response({"generation": new.generation})
+
+    app = _admin_app([web.get("/counters", counters), web.post("/load", load)])
+    control_runner, control_sock = await _start_admin(app, 0)
+    stop = asyncio.Event()
+    _install_signals(stop, None)
+    atomic_write_json(state_dir / f"worker-{args.worker_index}.json",
+                      {"pid": os.getpid(), "control": sock_address(control_sock), "generation": table.generation})
+    _settle_gc()
+    parent = os.getppid()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            if os.getppid() != parent:  # the supervisor died: do not linger
+                break
+    await serving.stop()
+    await control_runner.cleanup()
+    return 0
+
+
+class _Supervisor:
+    def __init__(self, args: argparse.Namespace, table: RouterTable, listen: str) -> None:
+        self.args = args
+        self.state_dir = Path(args.state_dir)
+        self.table = table
+        self.listen = listen
+        self.reloads = 0
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.controls: list[str] = []
+        self.session: aiohttp.ClientSession | None = None
+
+    def spawn(self) -> None:
+        for index in range(self.args.workers):
+            (self.state_dir / f"worker-{index}.json").unlink(missing_ok=True)
+            argv = [sys.executable, "-m", "greentic_local_process.router", *self._passthrough(),
+                    "--worker-index", str(index), "--worker-listen", self.listen]
+            self.procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+
+    def _passthrough(self) -> list[str]:
+        a = self.args
+        argv = ["--state-dir", str(a.state_dir), "--max-body-bytes", str(a.max_body_bytes),
+                "--connect-timeout", str(a.connect_timeout), "--read-timeout", str(a.read_timeout),
+                "--shutdown-timeout", str(a.shutdown_timeout), "--keepalive-timeout", str(a.keepalive_timeout),
+                "--max-line-size", str(a.max_line_size), "--max-field-size", str(a.max_field_size),
+                "--max-headers", str(a.max_headers), "--backlog", str(a.backlog), "--log-level", a.log_level]
+        if a.table:
+            argv += ["--table", str(a.table)]
+        if a.trust_forwarded_headers:
+            argv.append("--trust-forwarded-headers")
+        return argv
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        controls: list[str | None] = [None] * len(self.procs)
+        while None in controls:
+            for index, proc in enumerate(self.procs):
+                if controls[index] is not None:
+                    continue
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {index} exited at start (code {proc.returncode})")
+                try:
+                    data = json.loads((self.state_dir / f"worker-{index}.json").read_text())
+                    if data.get("pid") == proc.pid:
+                        controls[index] = data["control"]
+                except (OSError, ValueError, KeyError):
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not start in time")
+            await asyncio.sleep(0.02)
+        self.controls = [c for c in controls if c is not None]
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    async def counters(self) -> dict[str, Any]:
+        assert self.session is not None
+        snaps = []
+        for control in self.controls:
+            try:
+                async with self.session.get(f"http://{control}/counters") as response:
+                    snaps.append(await response.json())
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.warning("worker at %s did not report counters: %s", control, exc)
+        return merge_snapshots(snaps)
+
+    async def broadcast(self, table: RouterTable) -> None:
+        assert self.session is not None
+        body = _table_json(table)
+        for control in self.controls:
+            async with self.session.post(f"http://{control}/load", json=body) as response:
+                if response.status != 200:
+                    raise ReloadRefused(response.status, (await response.json()).get("reason", "worker refused"))
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.args.shutdown_timeout + 2.0
+        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for index in range(len(self.procs)):
+            (self.state_dir / f"worker-{index}.json").unlink(missing_ok=True)
+        if self.session is not None:
+            await self.session.close()
+
+
+async def run_supervisor(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    table_path = Path(args.table) if args.table else state_dir / TABLE_FILE
+    try:
+        table = read_table_file(table_path)
+        host, port = table.listen_address
+    except TableError as exc:
+        log.error("error: %s", exc)
+        return 2
+    try:  # a probe without SO_REUSEPORT: refuses to share the port with a stray process
+        probe = bind_socket(host, port, backlog=1)
+    except OSError as exc:
+        log.error("error: cannot listen on %s: %s", table.listen, exc.strerror or exc)
+        return 1
+    listen = table.listen if port else sock_address(probe)
+    probe.close()
+    sup = _Supervisor(args, table, listen)
+    sup.spawn()
+    try:
+        await sup.wait_ready()
+    except RuntimeError as exc:
+        log.error("error: %s", exc)
+        await sup.stop()
+        return 1
+    started_at = _utc_now()
+    admin_address = ""
+    reload_lock = asyncio.Lock()
+
+    def write_state() -> None:
+        atomic_write_json(state_dir / STATE_FILE, {
+            "pid": os.getpid(), "listen": listen, "admin": admin_address, "generation": sup.table.generation,
+            "env_id": sup.table.env_id, "started_at": started_at, "workers": args.workers,
+        })
+
+    async def reload() -> RouterTable:
+        async with reload_lock:
+            new = read_table_file(table_path)
+            check_reload(sup.table, new)
+            await sup.broadcast(new)
+            sup.table = new
+            sup.reloads += 1
+            write_state()
+            log.info("loaded table generation %s into %d workers", new.generation, len(sup.controls))
+            return new
+
+    async def status(_request: web.Request) -> web.Response:
+        counters = await sup.counters()
+        extra = {"listen": listen, "admin": admin_address, "started_at": started_at, "workers": args.workers,
+                 "reloads": sup.reloads, "worker_pids": [p.pid for p in sup.procs]}
+        return web.json_response(build_status(sup.table, counters, extra))
+
+    async def reload_handler(_request: web.Request) -> web.Response:
+        try:
+            new = await reload()
+        except TableError as exc:
+            return web.json_response({"error": "invalid table", "reason": str(exc),
+                                      "generation": sup.table.generation}, status=400)
+        except ReloadRefused as exc:
+            return web.json_response({"error": "reload refused", "reason": exc.reason,
+                                      "generation": sup.table.generation}, status=exc.status)
+        return web.json_response({"generation": new.generation})
+
+    async def table_handler(_request: web.Request) -> web.Response:
+        return web.json_response(_table_json(sup.table))
+
+    async def healthz(_request: web.Request) -> web.Response:
+        alive = all(p.poll() is None for p in sup.procs)
+        return web.json_response({"ok": alive, "generation": sup.table.generation}, status=200 if alive else 503)
+
+    app = _admin_app([web.get("/status", status), web.post("/reload", reload_handler),
+                      web.get("/table", table_handler), web.get("/healthz", healthz)])
+    try:
+        admin_runner, admin_sock = await _start_admin(app, args.admin_port)
+    except OSError as exc:
+        log.error("error: cannot listen on admin port 127.0.0.1:%s: %s", args.admin_port, exc.strerror or exc)
+        await sup.stop()
+        return 1
+    admin_address = sock_address(admin_sock)
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        async def go() -> None:
+            try:
+                await reload()
+            except (TableError, ReloadRefused) as exc:
+                log.warning("reload (SIGHUP) refused: %s", exc)
+        asyncio.ensure_future(go())
+
+    _install_signals(stop, on_hup)
+    write_state()
+    log.info("router pid %s for env %s listening on %s with %d workers (admin %s), table generation %s",
+             os.getpid(), table.env_id, listen, args.workers, admin_address, table.generation)
+
+    async def watch() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.5)
+            dead = [p for p in sup.procs if p.poll() is not None]
+            if dead:
+                log.error("worker pid %s exited (code %s): stopping the router", dead[0].pid, dead[0].returncode)
+                stop.set()
+
+    watcher = asyncio.ensure_future(watch())
+    await stop.wait()
+    watcher.cancel()
+    await sup.stop()
+    await admin_runner.cleanup()
+    _remove_state(state_dir / STATE_FILE)
+    return 0
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m greentic_local_process.router",
+                                description="The greentic local-process router: weighted HTTP routing to revisions.")
+    p.add_argument("--state-dir", required=True, help="directory of router-table.json; router.json is written here")
+    p.add_argument("--table", help="table file (default: STATE_DIR/router-table.json)")
+    p.add_argument("--admin-port", type=int, default=0, help="admin port on 127.0.0.1 (default 0: a free port)")
+    p.add_argument("--max-body-bytes", "--max-body-size", dest="max_body_bytes", type=_size, default=DEFAULT_MAX_BODY,
+                   help="largest request body (413 above; default 64MiB; suffixes k/m/g)")
+    p.add_argument("--max-line-size", type=int, default=8190, help="largest request line / status line (bytes)")
+    p.add_argument("--max-field-size", "--max-header-size", dest="max_field_size", type=int, default=8190,
+                   help="largest single header (bytes)")
+    p.add_argument("--max-headers", type=int, default=128, help="most headers in a request")
+    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to connect to a backend")
+    p.add_argument("--read-timeout", type=float, default=0.0,
+                   help="seconds a backend may stay silent mid-response (0: no limit) -> 504")
+    p.add_argument("--keepalive-timeout", type=float, default=75.0, help="idle client keep-alive (seconds)")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="on SIGTERM, seconds to let requests in flight finish")
+    p.add_argument("--backlog", type=int, default=1024)
+    p.add_argument("--workers", type=int, default=1,
+                   help="proxy processes sharing the listen port (SO_REUSEPORT); the admin port sums their counters")
+    p.add_argument("--trust-forwarded-headers", action="store_true",
+                   help="keep incoming X-Forwarded-Proto/-Host (behind another trusted proxy)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker-listen", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
+                        format="%(asctime)s router[%(process)d] %(levelname)s %(message)s")
+    if args.workers < 1:
+        log.error("error: --workers must be >= 1")
+        return 2
+    _raise_fd_limit()
+    if args.worker_index is not None:
+        return asyncio.run(run_worker(args))
+    if args.workers > 1:
+        return asyncio.run(run_supervisor(args))
+    return asyncio.run(run_single(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
