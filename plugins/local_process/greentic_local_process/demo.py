@@ -126,7 +126,8 @@ def run_demo(console: Console, *, say: Callable[[str], None]) -> dict[str, Any]:
             say(f"split v1={v1_bps / 100:g}% v2={v2_bps / 100:g}%: observed v1={phase['observed_bps']['v1'] / 100:.1f}% "
                 f"v2={phase['observed_bps']['v2'] / 100:.1f}% over {phase['requests']} requests")
 
-        say("draining v1 (no weight left; waits for its in-flight requests, then stops it)")
+        op.traffic_set(env_id, deployment, [(v2, 10000)], idempotency_key="demo-v2-only")
+        say("v1 is out of the split; draining it (waits for its in-flight requests, then stops it)")
         op.drain(env_id, v1)
         op.archive(env_id, v1)
         time.sleep(0.5)

@@ -78,11 +78,13 @@ def build_table(env: Environment, root: Path, listen: str, *, only: str | None =
     by_id = {d["deployment_id"]: d for d in previous.get("deployments", []) if isinstance(d, dict)}
     order = [d["deployment_id"] for d in previous.get("deployments", []) if isinstance(d, dict)]
     for split in env.traffic_splits:
-        if split.deployment_id not in by_id:
+        # With ``only``, a recorded split the router does not have yet stays unapplied (it was
+        # recorded with --record-only): applying one deployment must not route another.
+        if split.deployment_id not in by_id and (only is None or split.deployment_id == only):
             order.append(split.deployment_id)
     deployments = []
     for deployment_id in order:
-        if only is None or deployment_id == only or deployment_id not in by_id:
+        if only is None or deployment_id == only:
             entry = deployment_entry(env, root, deployment_id)
         else:
             entry = dict(by_id[deployment_id])
