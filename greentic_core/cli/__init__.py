@@ -219,7 +219,7 @@ def _lazy_command(ep) -> click.Command:
     @click.pass_context
     def run(ctx: click.Context) -> None:
         command = load()
-        sub = command.make_context(ep.name, list(ctx.args), parent=ctx)
+        sub = command.make_context(ep.name, list(ctx.args), parent=ctx.parent)
         with sub:
             command.invoke(sub)
 

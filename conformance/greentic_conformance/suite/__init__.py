@@ -1,0 +1,1 @@
+"""The conformance suite: run with ``pytest --deployer NAME --pyargs greentic_conformance.suite``."""
