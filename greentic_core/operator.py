@@ -17,6 +17,7 @@ the answers never reach an audit event or a result.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from .errors import (
     GreenticError,
     PluginUnusable,
     ProviderError,
+    ProviderTimeout,
     SpecError,
 )
 from .ids import PackDescriptor, mint_ulid, parse_env_id
@@ -98,6 +100,58 @@ class TrafficChange:
 
 def _no_progress(message: str) -> None:
     pass
+
+
+#: A provider that ignores ``timeout`` still cannot hold a command forever: after the timeout
+#: (or this cap when none was given) plus a grace period, the command gives up on it.
+DEFAULT_HARD_TIMEOUT = 3600.0
+HANG_GRACE_SECONDS = 5.0
+
+
+CANCEL_GRACE_SECONDS = 15.0
+
+
+class _Cancelled(KeyboardInterrupt):
+    """Raised inside a provider call (from its ``progress`` callback) after Ctrl-C."""
+
+
+def _call_with_deadline(call: Callable[[], Any], verb: str, timeout: float | None,
+                        cancel: threading.Event | None = None) -> Any:
+    """Run a provider call in a worker thread and stop waiting for it at the deadline.
+
+    Python cannot kill the thread; it is a daemon, so a CLI process exits regardless, and
+    nothing is recorded for the abandoned call (the caller raises before saving). On Ctrl-C
+    the ``cancel`` event is set: the provider's next ``progress`` call raises
+    KeyboardInterrupt inside the provider, which then undoes what it started; we wait for
+    that (bounded) before passing the interrupt on.
+    """
+    limit = (timeout if timeout is not None else DEFAULT_HARD_TIMEOUT) + HANG_GRACE_SECONDS
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"greentic-provider-{verb}", daemon=True)
+    worker.start()
+    try:
+        worker.join(limit)
+    except KeyboardInterrupt:
+        if cancel is not None:
+            cancel.set()
+            worker.join(CANCEL_GRACE_SECONDS)
+        raise
+    if worker.is_alive():
+        raise ProviderTimeout(
+            f"the provider did not return from {verb} within {limit:g}s; nothing was recorded",
+            hint="check what the provider did with `greentic-deployer env observe ENV`, then retry "
+                 "or run `greentic-deployer env reconcile ENV`",
+            verb=verb, seconds=limit)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def _outcome_detail(outcome: Any) -> dict[str, Any]:
@@ -212,10 +266,17 @@ class Operator:
         self.registry = registry
         self.actor = actor
         self.command = command
-        self.progress = progress or _no_progress
+        self._user_progress = progress or _no_progress
+        self._cancel = threading.Event()
         self.clock = clock
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def progress(self, message: str) -> None:
+        """What providers call during waits: shows progress, and is where Ctrl-C reaches them."""
+        if self._cancel.is_set():
+            raise _Cancelled()
+        self._user_progress(message)
 
     @property
     def updated_by(self) -> str:
@@ -264,7 +325,7 @@ class Operator:
         return self._scrub(_outcome_detail(outcome))
 
     def _provider_call(self, tx, verb: str, call: Callable[[], Any], *, subject: dict[str, Any],
-                       op: str | None = None, audit_ok: bool = False) -> Any:
+                       op: str | None = None, audit_ok: bool = False, timeout: float | None = None) -> Any:
         """Run one provider verb; on failure audit it (nothing else changes) and re-raise.
 
         ``op`` is the operation's audit verb (``revision.warm``), so a failed attempt is listed
@@ -274,7 +335,8 @@ class Operator:
         """
         started = time.monotonic()
         try:
-            result = call()
+            self._cancel.clear()
+            result = _call_with_deadline(call, verb, timeout, self._cancel)
             if audit_ok:
                 tx.audit(self._event(verb=op or verb, provider_verb=verb, outcome="ok",
                                      duration_ms=round((time.monotonic() - started) * 1000), **subject))
@@ -359,7 +421,7 @@ class Operator:
                 bound = self.bind(result.env)
                 outcome = self._provider_call(
                     tx, "stage", lambda: bound.stage(result.env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid, "deployment_id": deployment_id}, op="revision.stage")
+                    subject={"revision_id": rid, "deployment_id": deployment_id}, op="revision.stage", timeout=timeout)
             stored = tx.save(result.env, audit_event=self._event(
                 verb="revision.stage", outcome="ok", revision_id=rid, deployment_id=deployment_id,
                 record_only=record_only or None, duration_ms=getattr(self, "_last_duration_ms", None)))
@@ -378,7 +440,7 @@ class Operator:
                 bound = self.bind(env)
                 outcome = self._provider_call(
                     tx, "warm", lambda: bound.warm(env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid}, op="revision.warm")
+                    subject={"revision_id": rid}, op="revision.warm", timeout=timeout)
                 gate = self._health_gate(bound, rid)
             event = self._event(verb="revision.warm", revision_id=rid, record_only=record_only or None,
                                 duration_ms=None if record_only else self._last_duration_ms)
@@ -421,7 +483,7 @@ class Operator:
                 bound = self.bind(env)
                 outcome = self._provider_call(
                     tx, "drain", lambda: bound.drain(env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid}, op="revision.drain")
+                    subject={"revision_id": rid}, op="revision.drain", timeout=timeout)
             # The provider has finished draining and stopped the revision: record it inactive.
             done = lifecycle.complete_drain(drained.env, rid, now=now)
             stored = tx.save(done.env, audit_event=self._event(
@@ -441,7 +503,7 @@ class Operator:
                 bound = self.bind(env)
                 outcome = self._provider_call(
                     tx, "archive", lambda: bound.archive(env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid}, op="revision.archive")
+                    subject={"revision_id": rid}, op="revision.archive", timeout=timeout)
             stored = tx.save(result.env, audit_event=self._event(
                 verb="revision.archive", outcome="ok", revision_id=rid, record_only=record_only or None,
                 duration_ms=None if record_only else self._last_duration_ms))
@@ -481,7 +543,7 @@ class Operator:
             outcome = self._provider_call(
                 tx, "apply_traffic_split",
                 lambda: bound.apply_traffic_split(result.env, deployment_id, progress=self.progress, timeout=timeout),
-                subject={"deployment_id": deployment_id}, op=verb)
+                subject={"deployment_id": deployment_id}, op=verb, timeout=timeout)
         weights = {e.revision_id: e.weight_bps for e in result.split.entries}
         if result.changed:
             stored = tx.save(result.env, audit_event=self._event(
@@ -599,13 +661,13 @@ class Operator:
                 else:  # inactive, draining, failed: nothing may run
                     verb, call = "drain", bound.drain
                 self._provider_call(tx, verb, lambda: call(env, rid, progress=self.progress, timeout=timeout),
-                                    subject={"revision_id": rid}, op="env.reconcile", audit_ok=True)
+                                    subject={"revision_id": rid}, op="env.reconcile", audit_ok=True, timeout=timeout)
                 actions.append({"verb": verb, "revision_id": rid, "lifecycle": state.value})
             for split in env.traffic_splits:
                 self._provider_call(
                     tx, "apply_traffic_split",
                     lambda: bound.apply_traffic_split(env, split.deployment_id, progress=self.progress, timeout=timeout),
-                    subject={"deployment_id": split.deployment_id}, op="env.reconcile", audit_ok=True)
+                    subject={"deployment_id": split.deployment_id}, op="env.reconcile", audit_ok=True, timeout=timeout)
                 actions.append({"verb": "apply_traffic_split", "deployment_id": split.deployment_id})
             rewritten = tx.refresh_runtime_config()
             tx.audit(self._event(verb="env.reconcile", outcome="ok", actions=len(actions)))
