@@ -22,6 +22,13 @@ ERROR_RATE = float(os.environ.get("SAMPLE_ERROR_RATE", "0") or 0)
 UNHEALTHY = os.environ.get("SAMPLE_UNHEALTHY") == "1"
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: under a few hundred concurrent requests the
+    # accept queue overflows, the kernel drops handshakes and requests stall for seconds.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -60,8 +67,7 @@ def main() -> None:
         print("sample app: refusing to start (SAMPLE_EXIT_AT_START=1)", file=sys.stderr)
         sys.exit(3)
     port = int(os.environ["PORT"])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", port), Handler)
     print(f"sample app {REVISION} listening on 127.0.0.1:{port}", flush=True)
     try:
         server.serve_forever()

@@ -1,0 +1,457 @@
+"""Router (issue 5): the local-process router next to nginx, against the same fast backend.
+
+    .venv/bin/python -m benchmarks.router        (or: python benchmarks/router.py; --json, --duration S)
+
+Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk nginx-light``). Run as root, the
+script installs them when they are missing; otherwise it says what to run and exits 2.
+
+Everything listens on 127.0.0.1 (free ports) and is stopped at the end, on failure too.
+
+The backend is one nginx (1 worker) answering ``return 200 "ok"`` on two ports, standing for
+two revisions; the same two ports are the backends of every proxy, split 90/10:
+
+- **direct**: wrk straight to the backend's first port (the ceiling);
+- **nginx**: nginx 1 worker as the equivalent reverse proxy (``upstream`` with the two ports at
+  weights 9 and 1 and ``keepalive 64``, HTTP/1.1 upstream, X-Forwarded-* headers set, the
+  chosen upstream echoed in a response header);
+- **router 1w** / **router 2w**: ``python -m greentic_local_process.router`` with a table of one
+  deployment (two revisions at 9000/1000 bps on the two ports), ``--workers 1`` and ``2``.
+
+(1) Throughput and latency: ``wrk -t1 -c32 -dS --latency`` after a 1 s warm-up run; requests/s
+    and the p50/p99 wrk reports, then the ratios router/nginx.
+(2) p99 at half of nginx's maximum rate (wrk2 is not available here): wrk with a Lua
+    ``delay()`` of 1 ms between the requests of each connection, so each connection offers at
+    most about 1000/(1 + latency in ms) requests per second; the number of connections is
+    adjusted (up to 5 calibration runs of 2 s) until the achieved rate is within 10 % of the
+    target, then a measured run gives the p99 (adjusted and measured once more if it drifted
+    off). A proxy that cannot reach the target even with 256 connections is reported as
+    saturated, with the rate it reached. (Still a
+    closed loop: a stalled connection stops offering load, so this understates tail latency
+    compared with a true constant-rate generator.)
+(3) A weight change under load: while wrk runs against the router, a thread rewrites
+    ``router-table.json`` with the weights swapped (9000/1000 <-> 1000/9000, generation + 1)
+    and POSTs ``/reload`` to the admin port every 0.5 s; wrk's non-2xx count and socket errors
+    must both be zero, and every reload must have been accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CONNECTIONS = 32
+CALIBRATION_SECONDS = 2.0
+MAX_CONNECTIONS = 256
+RELOAD_EVERY = 0.5
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def ensure_tools() -> None:
+    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        print(f"missing: {', '.join(missing)}. Install them first, e.g. "
+              "`sudo apt-get update && sudo apt-get install -y wrk nginx-light` (Debian/Ubuntu), then run this again.",
+              file=sys.stderr)
+        sys.exit(2)
+    print(f"installing {', '.join(missing)} with apt-get (running as root)", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "wrk", "nginx-light"], check=True, env=env)
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def tool_version(argv: list[str]) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    text = (proc.stdout + proc.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s") from None
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Nginx:
+    """One nginx in the foreground with its own prefix directory and config."""
+
+    def __init__(self, workdir: Path, name: str, http_body: str) -> None:
+        self.prefix = workdir / name
+        (self.prefix / "tmp").mkdir(parents=True)
+        self.conf = self.prefix / "nginx.conf"
+        self.conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {self.prefix}/nginx.pid;
+error_log {self.prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    client_body_temp_path {self.prefix}/tmp/body;
+    proxy_temp_path {self.prefix}/tmp/proxy;
+{http_body}
+}}
+""")
+        argv = [nginx_binary(), "-p", str(self.prefix), "-c", str(self.conf), "-e", str(self.prefix / "error.log")]
+        check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx {name} config rejected: {check.stderr.strip()}")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def router_table(generation: int, listen: str, backends: list[str], weights: tuple[int, int]) -> dict[str, Any]:
+    return {"generation": generation, "env_id": "bench", "listen": listen, "deployments": [{
+        "deployment_id": "bench", "bundle_id": "bench", "split_generation": generation,
+        "hosts": [], "path_prefixes": [],
+        "backends": [{"revision_id": f"rev-{i}", "weight_bps": w, "address": a}
+                     for i, (w, a) in enumerate(zip(weights, backends))],
+    }]}
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class Router:
+    """``python -m greentic_local_process.router`` with ``--workers N``."""
+
+    def __init__(self, workdir: Path, name: str, backends: list[str], workers: int) -> None:
+        self.dir = workdir / name
+        self.dir.mkdir()
+        self.port = free_port()
+        self.listen = f"127.0.0.1:{self.port}"
+        self.backends = backends
+        self.generation = 1
+        self.weights = (9000, 1000)
+        write_json_atomic(self.dir / "router-table.json", router_table(1, self.listen, backends, self.weights))
+        log = open(self.dir / "router.log", "ab")
+        with log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "greentic_local_process.router", "--state-dir", str(self.dir),
+                 "--workers", str(workers), "--log-level", "WARNING"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.info = json.loads((self.dir / "router.json").read_text())
+                if self.info.get("pid") == self.proc.pid:
+                    break
+            except (OSError, ValueError):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"router {name} did not start: {(self.dir / 'router.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        wait_listening(self.port)
+
+    def admin(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(f"http://{self.info['admin']}{path}", method=method,
+                                         data=b"" if method == "POST" else None)
+        try:
+            with NO_PROXY.open(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def swap_weights(self) -> bool:
+        """Write the next table with the weights swapped and make the router load it."""
+        self.generation += 1
+        self.weights = (self.weights[1], self.weights[0])
+        write_json_atomic(self.dir / "router-table.json",
+                          router_table(self.generation, self.listen, self.backends, self.weights))
+        status, body = self.admin("POST", "/reload")
+        return status == 200 and body.get("generation") == self.generation
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(f"unparsable latency {text!r}")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def run_wrk(url: str, *, connections: int, seconds: float, script: Path | None = None) -> dict[str, Any]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    proc = subprocess.run([*argv, url], capture_output=True, text=True, timeout=seconds + 30)
+    out = proc.stdout
+    if proc.returncode != 0 or "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out[-1000:]}{proc.stderr[-1000:]}")
+    result: dict[str, Any] = {"connections": connections, "command": " ".join(argv + [url])}
+    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    for q in ("50", "99"):
+        result[f"p{q}_ms"] = _ms(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["socket_errors"] = sum(int(g) for g in errors.groups()) if errors else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    return result
+
+
+def measure_max(url: str, seconds: float) -> dict[str, Any]:
+    run_wrk(url, connections=CONNECTIONS, seconds=1)  # warm-up: connections, pools, caches
+    return run_wrk(url, connections=CONNECTIONS, seconds=seconds)
+
+
+def p99_at_rate(url: str, target: float, seconds: float, script: Path) -> dict[str, Any]:
+    """wrk with a 1 ms delay() per request; connections adjusted until the rate is near the target.
+
+    Short calibration runs first, then the measured run (re-adjusted once more if it drifted
+    off the target). ``saturated``: even MAX_CONNECTIONS did not reach 90 % of the target.
+    """
+    def near(rps: float) -> bool:
+        return abs(rps - target) <= 0.1 * target
+
+    def next_count(connections: int, rps: float) -> int:
+        return min(MAX_CONNECTIONS, max(1, round(connections * target / max(rps, 1.0))))
+
+    connections = max(1, round(target * 1.3 / 1000.0))
+    calibrations = []
+    saturated = False
+    for _ in range(5):
+        trial = run_wrk(url, connections=connections, seconds=CALIBRATION_SECONDS, script=script)
+        calibrations.append((connections, round(trial["rps"])))
+        if near(trial["rps"]):
+            break
+        if connections >= MAX_CONNECTIONS and trial["rps"] < target:
+            saturated = True
+            break
+        connections = next_count(connections, trial["rps"])
+    result = run_wrk(url, connections=connections, seconds=seconds, script=script)
+    if not saturated and not near(result["rps"]):
+        calibrations.append((connections, round(result["rps"])))
+        connections = next_count(connections, result["rps"])
+        result = run_wrk(url, connections=connections, seconds=seconds, script=script)
+    result["saturated"] = (saturated or connections >= MAX_CONNECTIONS) and result["rps"] < 0.9 * target
+    result["off_target"] = not near(result["rps"])
+    result["target_rps"] = round(target)
+    result["calibration"] = calibrations
+    return result
+
+
+def weight_changes_under_load(router: Router, seconds: float) -> dict[str, Any]:
+    stop = threading.Event()
+    reloads = {"ok": 0, "failed": 0}
+
+    def reloader() -> None:
+        while not stop.wait(RELOAD_EVERY):
+            if router.swap_weights():
+                reloads["ok"] += 1
+            else:
+                reloads["failed"] += 1
+
+    thread = threading.Thread(target=reloader, daemon=True)
+    first_generation = router.generation
+    thread.start()
+    try:
+        result = run_wrk(f"http://{router.listen}/", connections=CONNECTIONS, seconds=seconds)
+    finally:
+        stop.set()
+        thread.join(10)
+    status = router.admin("GET", "/status")[1]
+    result["reloads_ok"] = reloads["ok"]
+    result["reloads_failed"] = reloads["failed"]
+    result["generations"] = (first_generation, int(status.get("generation", -1)))
+    result["router_errors"] = sum(int(r.get("errors", 0)) for r in status.get("revisions", {}).values())
+    return result
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(seconds: float) -> dict[str, Any]:
+    ensure_tools()
+    started = datetime.now(timezone.utc)
+    workdir = Path(tempfile.mkdtemp(prefix="greentic-router-bench-"))
+    nginxes: list[Nginx] = []
+    routers: list[Router] = []
+    report: dict[str, Any] = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "wrk": tool_version(["wrk", "-v"]), "nginx": tool_version([nginx_binary(), "-v"]),
+        "load_before": os.getloadavg(), "seconds": seconds, "connections": CONNECTIONS,
+    }
+    try:
+        b1, b2, proxy_port = free_port(), free_port(), free_port()
+        nginxes.append(Nginx(workdir, "backend", f"""
+    server {{ listen 127.0.0.1:{b1}; location / {{ return 200 "ok\\n"; }} }}
+    server {{ listen 127.0.0.1:{b2}; location / {{ return 200 "ok\\n"; }} }}
+"""))
+        nginxes.append(Nginx(workdir, "proxy", f"""
+    upstream split {{
+        server 127.0.0.1:{b1} weight=9;
+        server 127.0.0.1:{b2} weight=1;
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{proxy_port};
+        location / {{
+            proxy_pass http://split;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            add_header X-Greentic-Revision $upstream_addr;
+        }}
+    }}
+"""))
+        for port in (b1, b2, proxy_port):
+            wait_listening(port)
+        backends = [f"127.0.0.1:{b1}", f"127.0.0.1:{b2}"]
+        routers.append(Router(workdir, "router-1w", backends, workers=1))
+        routers.append(Router(workdir, "router-2w", backends, workers=2))
+        targets = {
+            "direct": f"http://127.0.0.1:{b1}/",
+            "nginx": f"http://127.0.0.1:{proxy_port}/",
+            "router 1w": f"http://{routers[0].listen}/",
+            "router 2w": f"http://{routers[1].listen}/",
+        }
+        paced = workdir / "paced.lua"
+        paced.write_text("function delay()\n  return 1\nend\n")
+
+        report["max"] = {name: measure_max(url, seconds) for name, url in targets.items()}
+        nginx_rps = report["max"]["nginx"]["rps"]
+        report["ratios"] = {name: round(report["max"][name]["rps"] / nginx_rps, 3) for name in ("router 1w", "router 2w")}
+        half = nginx_rps / 2
+        report["half_nginx_rps"] = round(half)
+        report["at_half"] = {name: p99_at_rate(url, half, seconds, paced) for name, url in targets.items()}
+        report["at_half_own"] = {
+            name: p99_at_rate(targets[name], report["max"][name]["rps"] / 2, seconds, paced)
+            for name in ("router 1w", "router 2w")
+        }
+        report["reloads"] = {f"router {r.dir.name[-2:]}": weight_changes_under_load(r, seconds + 2) for r in routers}
+        report["load_after"] = os.getloadavg()
+        return report
+    finally:
+        for router in routers:
+            router.stop()
+        for server in nginxes:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"# router benchmark, {report['date']}",
+        f"# python {report['python']} on {report['machine']}, {report['cpus']} CPUs; {report['wrk'].split(' [')[0]}; "
+        f"{report['nginx'].replace('nginx version: ', '')}; load average before {report['load_before'][0]:.1f}, "
+        f"after {report['load_after'][0]:.1f}",
+        f"(1) wrk -t1 -c{report['connections']} -d{report['seconds']:g}s --latency (after a 1 s warm-up), "
+        "backend: nginx `return 200`, split 90/10 over two backend ports",
+        f"{'path':<12}{'req/s':>10}{'p50':>10}{'p99':>10}{'errors':>8}",
+    ]
+    for name, r in report["max"].items():
+        lines.append(f"{name:<12}{r['rps']:>10,.0f}{r['p50_ms']:>8.2f}ms{r['p99_ms']:>8.2f}ms"
+                     f"{r['non_2xx'] + r['socket_errors']:>8}")
+    lines.append("ratio router/nginx (req/s): " + ", ".join(f"{k} {v:.2f}x" for k, v in report["ratios"].items()))
+    lines.append(f"(2) p99 at half of nginx's max rate ({report['half_nginx_rps']:,} req/s offered; "
+                 "wrk, 1 ms delay() per request, connections calibrated)")
+    for name, r in report["at_half"].items():
+        note = ("  SATURATED (cannot sustain the rate)" if r["saturated"]
+                else "  (off the target by > 10 %)" if r["off_target"] else "")
+        lines.append(f"{name:<12}achieved {r['rps']:>9,.0f} req/s with -c{r['connections']:<4} p50 {r['p50_ms']:.2f} ms"
+                     f"  p99 {r['p99_ms']:.2f} ms{note}")
+    lines.append("    and at half of its own max rate:")
+    for name, r in report["at_half_own"].items():
+        note = "  SATURATED" if r["saturated"] else "  (off the target by > 10 %)" if r["off_target"] else ""
+        lines.append(f"{name:<12}achieved {r['rps']:>9,.0f} req/s of {r['target_rps']:,} with -c{r['connections']:<4}"
+                     f" p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms{note}")
+    lines.append(f"(3) weight change under load: weights swapped 90/10 <-> 10/90 (table rewritten + POST /reload) "
+                 f"every {RELOAD_EVERY:g} s during a wrk run")
+    for name, r in report["reloads"].items():
+        verdict = "ok" if r["non_2xx"] == 0 and r["socket_errors"] == 0 and r["reloads_failed"] == 0 else "FAILED"
+        lines.append(f"{name:<12}{r['requests']:,} requests ({r['rps']:,.0f} req/s), {r['non_2xx']} non-2xx, "
+                     f"{r['socket_errors']} socket errors, {r['reloads_ok']} reloads accepted "
+                     f"({r['reloads_failed']} refused), generation {r['generations'][0]} -> {r['generations'][1]}: "
+                     f"{verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measured wrk run (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    args = parser.parse_args(argv)
+    report = run(args.duration)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    failed = any(r["non_2xx"] or r["socket_errors"] or r["reloads_failed"] for r in report["reloads"].values())
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
