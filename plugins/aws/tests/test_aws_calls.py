@@ -8,7 +8,7 @@ import attrs
 
 from greentic_core import CheckStatus
 
-from conftest import KIND, make_world
+from aws_world import KIND, make_world
 
 
 def walk_one_deployment(registry, answers, calls, others: int) -> dict[str, Counter]:

@@ -9,7 +9,7 @@ import pytest
 
 from greentic_core import ProviderError
 
-from conftest import KIND
+from aws_world import KIND
 from greentic_aws import ecs
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from conftest import KIND, make_world
+from aws_world import KIND, make_world
 
 ENABLED = os.environ.get("GREENTIC_TEST_AWS") == "1"
 ANSWERS = os.environ.get("GREENTIC_TEST_AWS_ANSWERS", "")

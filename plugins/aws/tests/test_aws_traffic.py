@@ -6,7 +6,7 @@ import pytest
 
 from greentic_core import ProviderError
 
-from conftest import KIND, make_world
+from aws_world import KIND, make_world
 from greentic_aws import ecs
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from greentic_core import Lifecycle, ProviderError, ProviderTimeout
 
-from conftest import KIND, make_world
+from aws_world import KIND, make_world
 from greentic_aws import ecs
 
 
