@@ -5,6 +5,8 @@
     python3 dev.py test    setup, then run the whole test suite (what CI runs)
     python3 dev.py demo    setup, then run the local-process demo
     python3 dev.py bench   setup, then run every benchmark
+    python3 dev.py build   build every distribution (wheel + sdist) into dist/, then `twine check` them
+                           (extra arguments go to `python -m build`, e.g. --no-isolation)
 
 Why a script and not uv or make: a fresh machine has only Python and pip, and this file
 uses only the standard library, so the two README commands work there unchanged.
@@ -77,6 +79,36 @@ def test(extra: list[str]) -> int:
     return subprocess.call([str(PY), "-m", "pytest", *paths, *extra], cwd=ROOT)
 
 
+DIST = ROOT / "dist"
+
+
+def _ensure_tools(*modules: str) -> None:
+    """Create .venv if needed and pip-install the given tools into it when one is missing."""
+    if not PY.exists():
+        run(sys.executable, "-m", "venv", VENV)
+        run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    probe = "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in sys.argv[1:]))"
+    if subprocess.call([str(PY), "-c", probe, *modules]) != 0:
+        run(PY, "-m", "pip", "install", "--quiet", *modules)
+
+
+def build(extra: list[str]) -> int:
+    """Wheel and sdist of every distribution into dist/ (old artifacts removed), then twine check."""
+    _ensure_tools("build", "twine")
+    DIST.mkdir(exist_ok=True)
+    for old in [*DIST.glob("*.whl"), *DIST.glob("*.tar.gz")]:
+        old.unlink()
+    for dist in distributions():
+        # `python -m build` makes the sdist first and the wheel from the unpacked sdist, so a
+        # file missing from the sdist breaks the build here rather than on a user's machine.
+        code = subprocess.call([str(PY), "-m", "build", "--outdir", str(DIST), *extra, str(dist)], cwd=ROOT)
+        if code != 0:
+            print(f"build of {dist.relative_to(ROOT) if dist != ROOT else 'greentic-core'} failed", file=sys.stderr)
+            return code
+    artifacts = sorted(str(p) for p in [*DIST.glob("*.whl"), *DIST.glob("*.tar.gz")])
+    return subprocess.call([str(PY), "-m", "twine", "check", "--strict", *artifacts], cwd=ROOT)
+
+
 def demo(extra: list[str]) -> int:
     setup()
     return subprocess.call([str(BIN / "greentic-deployer"), "demo", *extra], cwd=ROOT)
@@ -95,7 +127,7 @@ def main(argv: list[str]) -> int:
     if command == "setup":
         setup()
         return 0
-    handlers = {"test": test, "demo": demo, "bench": bench}
+    handlers = {"test": test, "demo": demo, "bench": bench, "build": build}
     if command not in handlers:
         print(f"unknown command {command!r}; see `python3 dev.py --help`", file=sys.stderr)
         return 2

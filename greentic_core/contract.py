@@ -201,6 +201,34 @@ class BoundDeployer:
     def observe(self, env: Environment) -> Observation:
         return self._call("greentic_observe", Observation, env=env, answers=self.answers, state_dir=self.state_dir)
 
+    def metrics(self, env: Environment) -> dict[str, dict[str, Any]] | None:
+        """Cumulative request counters per revision (``greentic_revision_metrics``), or None.
+
+        None when the plugin does not implement the hook or has no metrics. Each entry is
+        normalised to ``{"requests": int, "errors": int, "p99_ms": float | None}``; a value of
+        the wrong shape is a ProviderError naming the plugin.
+        """
+        if not self.implements("greentic_revision_metrics"):
+            return None
+        raw = self._call("greentic_revision_metrics", (dict, type(None)),
+                         env=env, answers=self.answers, state_dir=self.state_dir)
+        if raw is None:
+            return None
+        out: dict[str, dict[str, Any]] = {}
+        for revision_id, entry in raw.items():
+            try:
+                requests, errors = int(entry.get("requests", 0)), int(entry.get("errors", 0))
+                p99 = entry.get("p99_ms")
+                p99 = None if p99 is None else float(p99)
+            except (AttributeError, TypeError, ValueError):
+                raise ProviderError(
+                    f"plugin {self.name} returned malformed metrics for revision {revision_id}: {entry!r}"[:300],
+                    hint="this is a bug in the plugin; report it to its authors",
+                    plugin=self.name, verb="greentic_revision_metrics",
+                ) from None
+            out[str(revision_id)] = {"requests": max(requests, 0), "errors": max(errors, 0), "p99_ms": p99}
+        return out
+
     def report_runtime_config(self, env: Environment) -> RuntimeConfig | None:
         return self._call(
             "greentic_report_runtime_config", (RuntimeConfig, type(None)),

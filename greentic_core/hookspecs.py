@@ -125,6 +125,23 @@ def greentic_observe(env, answers, state_dir):
 
 
 @hookspec(firstresult=True)
+def greentic_revision_metrics(env, answers, state_dir):
+    """Optionally return request counters per revision, for canary analysis.
+
+    ``{revision_id: {"requests": int, "errors": int, "p99_ms": float | None}}``, read from the
+    provider (a router, a load balancer, a metrics API), never from the environment.
+    ``requests`` and ``errors`` are *cumulative* counters (they only grow, except when the
+    provider restarts and they begin again at 0): the core takes the difference between two
+    readings to get the requests and failures of an analysis window. ``errors`` counts the
+    requests the revision failed (5xx answers and requests it never answered). ``p99_ms`` is
+    the provider's latest 99th-percentile latency of the revision in milliseconds, or None.
+    A revision the provider has no numbers for may be left out. Read-only and cheap: it is
+    called at the start and end of every canary analysis window. ``None`` (or no
+    implementation) means the provider has no request metrics.
+    """
+
+
+@hookspec(firstresult=True)
 def greentic_preflight(env, answers, state_dir):
     """Optionally return a list of :class:`~greentic_core.PreflightCheck` for ``env doctor``.
 

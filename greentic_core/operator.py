@@ -17,6 +17,7 @@ the answers never reach an audit event or a result.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -106,9 +107,26 @@ def _no_progress(message: str) -> None:
 #: (or this cap when none was given) plus a grace period, the command gives up on it.
 DEFAULT_HARD_TIMEOUT = 3600.0
 HANG_GRACE_SECONDS = 5.0
+#: Overrides :data:`HANG_GRACE_SECONDS` (seconds, >= 0), read at each provider call; the
+#: reliability tests set it to 0.5 so a hanging provider costs them seconds, not minutes.
+HANG_GRACE_ENV = "GREENTIC_HANG_GRACE_SECONDS"
+
+
+def _hang_grace() -> float:
+    """The grace period after a provider call's timeout: ``$GREENTIC_HANG_GRACE_SECONDS`` when it
+    is a finite number >= 0, else :data:`HANG_GRACE_SECONDS`."""
+    raw = os.environ.get(HANG_GRACE_ENV, "").strip()
+    try:
+        value = float(raw) if raw else HANG_GRACE_SECONDS
+    except ValueError:
+        return HANG_GRACE_SECONDS
+    return value if 0 <= value < float("inf") else HANG_GRACE_SECONDS
 
 
 CANCEL_GRACE_SECONDS = 15.0
+#: how long the undo of a failed call (e.g. archiving what a failed stage prepared) may take
+#: when the command gave no timeout
+UNDO_TIMEOUT = 30.0
 
 
 class _Cancelled(KeyboardInterrupt):
@@ -125,7 +143,7 @@ def _call_with_deadline(call: Callable[[], Any], verb: str, timeout: float | Non
     KeyboardInterrupt inside the provider, which then undoes what it started; we wait for
     that (bounded) before passing the interrupt on.
     """
-    limit = (timeout if timeout is not None else DEFAULT_HARD_TIMEOUT) + HANG_GRACE_SECONDS
+    limit = (timeout if timeout is not None else DEFAULT_HARD_TIMEOUT) + _hang_grace()
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -325,13 +343,16 @@ class Operator:
         return self._scrub(_outcome_detail(outcome))
 
     def _provider_call(self, tx, verb: str, call: Callable[[], Any], *, subject: dict[str, Any],
-                       op: str | None = None, audit_ok: bool = False, timeout: float | None = None) -> Any:
+                       op: str | None = None, audit_ok: bool = False, timeout: float | None = None,
+                       undo: tuple[str, Callable[[], Any]] | None = None) -> Any:
         """Run one provider verb; on failure audit it (nothing else changes) and re-raise.
 
         ``op`` is the operation's audit verb (``revision.warm``), so a failed attempt is listed
         under the same verb as a successful one; ``provider_verb`` says which call failed.
         A successful call is audited by the caller's save event, or here with ``audit_ok``
-        (calls that record nothing, e.g. reconcile).
+        (calls that record nothing, e.g. reconcile). ``undo`` = ``(name, call)``: after a failure
+        (not Ctrl-C, where the provider undoes its own work), a best-effort provider call that
+        removes what the failed call may have left behind; its result is in the audit event.
         """
         started = time.monotonic()
         try:
@@ -346,9 +367,17 @@ class Operator:
             if isinstance(exc, GreenticError):
                 _scrub_error(exc, getattr(self, "_secrets", ()))
             error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            undone = None
+            if undo is not None and not isinstance(exc, KeyboardInterrupt):
+                try:
+                    _call_with_deadline(undo[1], undo[0], timeout if timeout is not None else UNDO_TIMEOUT)
+                    undone = f"{undo[0]} ok"
+                except DeployerError as undo_exc:
+                    undone = f"{undo[0]} failed: {self._scrub(str(undo_exc))}"
             try:
                 tx.audit(self._event(verb=op or verb, provider_verb=verb, outcome=outcome, error=error,
-                                     duration_ms=round((time.monotonic() - started) * 1000), **subject))
+                                     duration_ms=round((time.monotonic() - started) * 1000), undo=undone,
+                                     **subject))
             except GreenticError:
                 pass  # the provider error is the one to report
             if isinstance(exc, ProviderError) and exc.hint is None:
@@ -419,9 +448,12 @@ class Operator:
             outcome = None
             if not record_only:
                 bound = self.bind(result.env)
+                # A failed stage is never recorded, so nothing would ever archive what it prepared
+                # (the retry stages a new revision id): undo it now.
                 outcome = self._provider_call(
                     tx, "stage", lambda: bound.stage(result.env, rid, progress=self.progress, timeout=timeout),
-                    subject={"revision_id": rid, "deployment_id": deployment_id}, op="revision.stage", timeout=timeout)
+                    subject={"revision_id": rid, "deployment_id": deployment_id}, op="revision.stage", timeout=timeout,
+                    undo=("archive", lambda: bound.archive(result.env, rid, progress=self.progress, timeout=timeout)))
             stored = tx.save(result.env, audit_event=self._event(
                 verb="revision.stage", outcome="ok", revision_id=rid, deployment_id=deployment_id,
                 record_only=record_only or None, duration_ms=getattr(self, "_last_duration_ms", None)))

@@ -29,6 +29,7 @@ OPTIONAL_HOOKS = (
     "greentic_preflight",
     "greentic_render",
     "greentic_conformance_sandbox",
+    "greentic_revision_metrics",
 )
 
 

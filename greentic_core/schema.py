@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from . import ids, spec
+from . import desired, ids, spec
 
 DOCUMENTS: dict[str, type] = {
     "environment": spec.Environment,
@@ -23,6 +23,7 @@ DOCUMENTS: dict[str, type] = {
     "traffic-split": spec.TrafficSplit,
     "bundle-deployment": spec.BundleDeployment,
     "runtime-config": spec.RuntimeConfig,
+    "deploy": desired.DesiredState,  # the desired-state file of `plan` / `apply`
 }
 
 _SCHEMA_IDS = {
@@ -31,12 +32,21 @@ _SCHEMA_IDS = {
     spec.TrafficSplit: spec.TRAFFIC_SPLIT_V1,
     spec.BundleDeployment: spec.BUNDLE_DEPLOYMENT_V1,
     spec.RuntimeConfig: spec.RUNTIME_CONFIG_V1,
+    desired.DesiredState: desired.DESIRED_STATE_V1,
 }
+#: Classes read strictly (unknown keys refused) whose ``schema`` key may be left out.
+_STRICT = frozenset(desired._CLASSES)
 
 _ULID = {"type": "string", "pattern": "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"}
 _SCALARS: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
     int: {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+    float: {"type": "number", "minimum": 0},
+    desired.Weight: {"anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 10000, "description": "basis points"},
+        {"type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*%|[0-9]+\\s*(bps)?)\\s*$",
+         "description": "a percentage (12.5%) or basis points (1250bps)"},
+    ]},
     bool: {"type": "boolean"},
     datetime: {"type": "string", "format": "date-time"},
     ids.EnvId: {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
@@ -82,10 +92,10 @@ def _class_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
         prop = _type_schema(hints[field.name], defs)
         if field.name == "schema" and cls in _SCHEMA_IDS:
             prop = {"const": _SCHEMA_IDS[cls]}
-        if field.default is attrs.NOTHING or field.name == "schema":
+        if field.default is attrs.NOTHING or (field.name == "schema" and cls not in _STRICT):
             required.append(field.name)
         properties[field.name] = prop
-    doc: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": True}
+    doc: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": cls not in _STRICT}
     if required:
         doc["required"] = required
     if cls.__doc__:

@@ -8,6 +8,8 @@ Layout (upstream-spec 6.1)::
       runtime-config.json       the runtime-config projection; absent when nothing is live
       backups/environment.json.<YYYYMMDDTHHMMSS.nnnnnnnnnZ>[.<n>].bak   newest ``max_backups`` kept
       audit/events.jsonl        one JSON object per line, one line per mutation
+      audit/pending-event.json  the audit line of a save in progress (exists only during a save,
+                                or after a writer was killed in one)
 
 The root is ``$GREENTIC_HOME/environments`` when ``GREENTIC_HOME`` is set (``GREENTIC_HOME``
 plays the role of ``~/.greentic``, so ``GREENTIC_HOME=/x`` keeps environments in
@@ -19,8 +21,13 @@ exclusive ``flock`` on ``.lock``, load, let the caller change the document, then
 :meth:`Transaction.save`: validate, set ``generation = old + 1``, back up the current file,
 write a temp file in the same directory, ``fsync``, rename over ``environment.json``,
 ``fsync`` the directory (the commit point), refresh ``runtime-config.json``, prune old
-backups and append the audit event. Reads (``load``, ``list``, ``exists``) take no lock:
-the rename makes every read see either the old or the new document, never a torn one.
+backups and append the audit event. The audit line is first written (``fsync``) to
+``audit/pending-event.json`` before the commit and that file is removed once the line is in
+``events.jsonl``: a writer killed between the commit and the append leaves it behind, and the
+next transaction appends it (with ``"recovered": true``) when the document carries its
+generation, so a crash never loses the audit line of a saved change. Reads (``load``,
+``list``, ``exists``) take no lock: the rename makes every read see either the old or the new
+document, never a torn one.
 
 ``runtime-config.json`` is removed when the projection has no blocks (no split entries:
 nothing is live) and also whenever the environment has no revisions. Upstream's
@@ -89,6 +96,7 @@ LOCK_FILE = ".lock"
 BACKUP_DIR = "backups"
 AUDIT_DIR = "audit"
 AUDIT_FILE = "events.jsonl"
+PENDING_AUDIT_FILE = "pending-event.json"
 DEFAULT_MAX_BACKUPS = 20
 _MAX_BACKUP_TRIES = 1024
 _DIR_MODE = 0o700
@@ -327,6 +335,10 @@ class _Paths:
     def audit(self) -> Path:
         return self.env_dir / AUDIT_DIR / AUDIT_FILE
 
+    @property
+    def pending_audit(self) -> Path:
+        return self.env_dir / AUDIT_DIR / PENDING_AUDIT_FILE
+
 
 class Store:
     """The environments under ``root`` (default :func:`default_root`).
@@ -525,7 +537,9 @@ class Store:
             raise _not_found(self, env_id)
         with _EnvLock(env_dir, env_id, timeout=timeout):
             self.env_dir(env_id)  # re-check: the directory cannot have been swapped for a symlink
-            tx = Transaction(self, env_id, env_dir, self._load(env_dir, env_id))
+            env = self._load(env_dir, env_id)
+            _recover_pending_audit(_Paths(env_dir), env.generation)
+            tx = Transaction(self, env_id, env_dir, env)
             try:
                 yield tx
             finally:
@@ -555,13 +569,20 @@ class Store:
             raise StoreError(f"cannot serialise environment {env_id!r}: {exc}", env_id=env_id) from exc
 
         remove_stale_temp_files(paths.environment)
-        backup = self._backup(paths) if previous is not None else None
+        record = _audit_record(env_id, audit_event, generation_before, stored.generation)
+        pending = _write_pending_audit(paths, record)
+        try:
+            backup = self._backup(paths) if previous is not None else None
+        except BaseException:
+            _discard_pending_audit(paths, pending)
+            raise
         try:
             atomic_write(paths.environment, data)
         except StoreWriteError:
             if backup is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(backup)
+            _discard_pending_audit(paths, pending)
             raise
         # ---- committed: what follows cannot undo the save, so failures are reported as PartialSave
         problems: list[str] = []
@@ -572,9 +593,11 @@ class Store:
         with contextlib.suppress(OSError):
             self._prune_backups(paths)
         try:
-            _append_audit(paths, env_id, audit_event, generation_before, stored.generation)
+            _append_record(paths, record)
         except (StoreError, OSError) as exc:
-            problems.append(f"audit event not recorded ({exc})")
+            problems.append(f"audit event not recorded ({exc})")  # the pending line is kept for recovery
+        else:
+            _discard_pending_audit(paths, pending)
         if problems:
             raise PartialSave(
                 f"saved environment {env_id!r} (generation {stored.generation}), but " + "; ".join(problems),
@@ -846,13 +869,99 @@ def _check_event(event: Any) -> None:
         raise TypeError(f"audit event is not JSON-serialisable: {exc}") from exc
 
 
-def _append_audit(
-    paths: _Paths, env_id: str, event: dict[str, Any], generation_before: int, generation_after: int
-) -> None:
+def _audit_record(
+    env_id: str, event: dict[str, Any], generation_before: int, generation_after: int
+) -> dict[str, Any]:
     record = {"time": codec.format_timestamp(codec.utc_now()), "env_id": env_id}
     record.update({k: v for k, v in event.items() if k not in ("time", "env_id")})
     record["generation_before"] = generation_before
     record["generation_after"] = generation_after
+    return record
+
+
+def _append_audit(
+    paths: _Paths, env_id: str, event: dict[str, Any], generation_before: int, generation_after: int
+) -> None:
+    _append_record(paths, _audit_record(env_id, event, generation_before, generation_after))
+
+
+def _write_pending_audit(paths: _Paths, record: dict[str, Any]) -> bool:
+    """Write (and fsync) the audit line of the save about to commit; best effort: False when it
+    could not be written (the save goes on as before, only without crash recovery of its line)."""
+    data = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    try:
+        _makedirs(paths.audit_dir, refuse_symlink=True)
+        fd = os.open(paths.pending_audit, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     _FILE_MODE)
+    except (OSError, StoreError):
+        return False
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(paths.pending_audit)
+        return False
+    return True
+
+
+def _discard_pending_audit(paths: _Paths, pending: bool) -> None:
+    if pending:
+        with contextlib.suppress(OSError):
+            os.unlink(paths.pending_audit)
+
+
+def _recover_pending_audit(paths: _Paths, generation: int) -> None:
+    """Append the audit line a killed writer left in ``pending-event.json`` when its save was
+    committed (the document carries its ``generation_after``) and the line is not in the log;
+    then remove the file. Called with the environment's lock held."""
+    try:
+        data = _read_bytes(paths.pending_audit)
+    except OSError:
+        return
+    if data is None:
+        return
+    try:
+        record = json.loads(data)
+    except ValueError:  # killed while writing it: that save never reached its commit
+        record = None
+    if (isinstance(record, dict) and record.get("generation_after") == generation
+            and not _audit_has(paths, record.get("generation_before"), generation)):
+        record["recovered"] = True
+        try:
+            _append_record(paths, record)
+        except (OSError, StoreError):
+            return  # keep the file: the next transaction tries again
+    with contextlib.suppress(OSError):
+        os.unlink(paths.pending_audit)
+
+
+def _audit_has(paths: _Paths, generation_before: Any, generation_after: int) -> bool:
+    """Whether one of the last lines of the audit log is the event of this save."""
+    try:
+        fd = os.open(paths.audit, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, 65536, max(0, size - 65536))
+    finally:
+        os.close(fd)
+    for line in tail.splitlines()[-64:]:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if (isinstance(event, dict) and event.get("generation_after") == generation_after
+                and event.get("generation_before") == generation_before):
+            return True
+    return False
+
+
+def _append_record(paths: _Paths, record: dict[str, Any]) -> None:
     line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
     _makedirs(paths.audit_dir, refuse_symlink=True)
     fd = os.open(paths.audit, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)

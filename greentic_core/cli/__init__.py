@@ -157,9 +157,12 @@ def cli(ctx: click.Context, home: Path | None, json_mode: bool, debug: bool, act
 
 
 #: Built-in command modules, in registration order (operator_commands extends spec's `env`).
-_COMMAND_MODULES = ("spec_commands", "plugins_commands", "operator_commands")
+_COMMAND_MODULES = ("spec_commands", "plugins_commands", "scaffold_commands", "install_commands", "operator_commands",
+                    "rollout_commands")
 #: Top-level commands whose module is known, so only that module is imported to run them.
-_COMMAND_HOME = {"plugins": ("plugins_commands",)}
+#: (scaffold_commands and install_commands add `plugins new|install|doctor` to the plugins group.)
+_COMMAND_HOME = {"plugins": ("plugins_commands", "scaffold_commands", "install_commands"),
+                 "plan": ("rollout_commands",), "apply": ("rollout_commands",), "rollout": ("rollout_commands",)}
 _loaded: dict[str, bool] = {}
 
 

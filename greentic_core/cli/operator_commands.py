@@ -274,9 +274,10 @@ def register(cli: click.Group) -> None:
     @click.option("--digest", default="sha256:00", show_default=True, help="Bundle digest (sha256:<hex>).")
     @click.option("--env", "env_vars", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
     @click.option("--record-only", is_flag=True, help="Record without calling the provider.")
+    @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds to wait for the provider.")
     @click.pass_obj
     def revision_stage(obj, env_id, deployment_ref, image, command, workdir, port, health_path, replicas,
-                       drain_seconds, digest, env_vars, record_only) -> None:
+                       drain_seconds, digest, env_vars, record_only, timeout) -> None:
         """Stage a new revision of DEPLOYMENT; prints the revision id."""
         if image and command:
             raise InvalidInput("give --image or --command, not both")
@@ -301,7 +302,7 @@ def register(cli: click.Group) -> None:
         with ProgressReporter(obj.out, "staging") as progress:
             result = _operator(obj, _command_line(), progress).stage(
                 env_id, deployment_ref, workload=workload, drain_seconds=drain_seconds, bundle_digest=digest,
-                record_only=record_only)
+                record_only=record_only, timeout=timeout)
         obj.out.result({"ok": True, "revision_id": result.revision.revision_id,
                         "revision": _revision_json(result.revision), "record_only": record_only,
                         "provider": dict(result.outcome)},

@@ -9,7 +9,8 @@ import click
 from ..registry import OK
 
 NO_PLUGINS_HINT = (
-    "no deployer plugins are installed; install one, e.g. `pip install greentic-deployer-local-process`"
+    "no deployer plugins are installed; install one, e.g. `greentic-deployer plugins install local-process` "
+    "(or k8s, aws; it runs `pip install greentic-deployer-local-process` in this environment)"
 )
 
 
@@ -22,8 +23,18 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def list_plugins(obj) -> None:
         """List deployer plugins with their status (ok / broken / invalid / disabled / ...)."""
+        from ..scaffold import SCAFFOLD_NOTE, is_scaffold
+
         records = obj.registry().records()
-        data = {"ok": True, "plugins": [r.to_json() for r in records]}
+        scaffolds = [r.name for r in records if is_scaffold(r)]
+        docs = []
+        for r in records:
+            doc = r.to_json()
+            if r.name in scaffolds:  # a fresh `plugins new`: loads ok, but every verb is a stub
+                doc["scaffold"] = True
+                doc["warnings"].append(SCAFFOLD_NOTE)
+            docs.append(doc)
+        data = {"ok": True, "plugins": docs}
         if not records:
             data["hint"] = NO_PLUGINS_HINT
 
@@ -38,13 +49,18 @@ def register(cli: click.Group) -> None:
                 table.add_column(column)
             for r in records:
                 caps = r.descriptor.capabilities if r.descriptor else None
-                notes = r.reason if r.status != OK else "; ".join(r.warnings)
+                notes = r.reason if r.status != OK else "; ".join(
+                    r.warnings + ([SCAFFOLD_NOTE] if r.name in scaffolds else []))
                 table.add_row(
                     r.name, r.distribution or "-", r.dist_version or "-",
                     r.status, f"{caps.weight_resolution_bps} bps" if caps else "-",
                     "yes" if r.has_sandbox else "no", notes or "",
                 )
             console.print(table)
+            for name in scaffolds:
+                console.print(f"reminder: {name} is a scaffold from `greentic-deployer plugins new`: its verbs raise "
+                              "'not implemented' until you write them; remove \"scaffold\": True from its "
+                              "descriptor's capabilities when they are done", markup=False)
 
         obj.out.result(data, human)
 

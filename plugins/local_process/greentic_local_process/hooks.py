@@ -172,6 +172,34 @@ def greentic_observe(env, answers, state_dir):
 
 
 @hookimpl
+def greentic_revision_metrics(env, answers, state_dir):
+    """The router's cumulative per-revision counters (None when no router runs).
+
+    ``requests`` = answered + failed requests (``completed`` + ``errors``); ``errors`` = requests
+    the router could not get an answer for (``errors``: connect failures, timeouts, broken
+    responses) + 5xx answers of the revision (``upstream_5xx``). ``p99_ms`` is the router's p99
+    over every request the revision answered since the router first routed it (the router
+    keeps a histogram, not a window). Counters begin again at 0 when the router restarts or
+    forgets an idle revision that left its table.
+    """
+    from . import router_control
+
+    _, root = _root(answers, state_dir)
+    status = router_control.status(root)
+    if status is None:
+        return None
+    metrics = {}
+    for revision_id, info in (status.get("revisions") or {}).items():
+        completed, errors = int(info.get("completed", 0) or 0), int(info.get("errors", 0) or 0)
+        metrics[revision_id] = {
+            "requests": completed + errors,
+            "errors": errors + int(info.get("upstream_5xx", 0) or 0),
+            "p99_ms": info.get("p99_ms"),
+        }
+    return metrics
+
+
+@hookimpl
 def greentic_preflight(env, answers, state_dir):
     import os
     import socket

@@ -1,0 +1,1068 @@
+"""The router's data plane: an HTTP/1.1 reverse proxy on ``asyncio.Protocol`` with llhttp.
+
+Why not aiohttp's request/response objects: at tens of thousands of requests per second the
+time goes into per-request framework work (header multidicts, request and response objects,
+tasks, the client's connection pool), not into the network. This module does the minimum
+per request, with no task and no coroutine on the fast path:
+
+* the client side (:class:`ClientConn`) parses with ``httptools`` (the C llhttp parser also
+  used by uvicorn), callbacks straight into this protocol;
+* the request head for the backend is built once, as bytes, in a single pass over the raw
+  header pairs (hop-by-hop and ``Connection``-named headers dropped, ``X-Forwarded-*`` set);
+* backends are reached over pooled keep-alive connections (:class:`UpstreamPool`, LIFO per
+  backend address, idle ones closed after ``idle_timeout``); a new connection is the only
+  step that needs a coroutine;
+* the response (:class:`UpstreamConn`) is parsed the same way, its head rebuilt as bytes, its
+  body relayed as it arrives (``Content-Length`` bodies unchanged, chunked or close-delimited
+  bodies re-chunked for HTTP/1.1 clients), one ``write`` per received segment;
+* flow control both ways: a full client send buffer pauses reading from the backend, a full
+  backend send buffer pauses reading from the client, and a request body waiting for a
+  backend connection is buffered up to :data:`MAX_PENDING` before the client is paused.
+
+Pipelined requests are answered in order (a request that arrives before the previous answer
+is complete waits; reading from that client is paused meanwhile).
+
+The routing state, counters and limits come from the owner (:class:`greentic_local_process.router.Proxy`):
+this module reads ``proxy.state`` (swapped as one reference on reload), ``proxy.unrouted``,
+``proxy.max_body`` and ``proxy.trust_forwarded``, and counts into each target's stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from bisect import bisect_left
+from collections import deque
+from typing import Any
+
+import httptools
+
+log = logging.getLogger("greentic.router")
+
+CRLF = b"\r\n"
+SEP = b": "
+LAST_CHUNK = b"0\r\n\r\n"
+MAX_PENDING = 256 * 1024  # request body bytes buffered while no backend connection is ready
+SMALL_DISCARD = 64 * 1024  # a refused request body up to this is read and dropped (keep-alive kept)
+
+# request headers the head builder looks at; every other header is copied as it came
+_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-connection",
+})
+_REQ_SPECIAL = _HOP | {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
+                       b"x-forwarded-host", b"expect"}
+_RESP_SPECIAL = _HOP | {b"content-length", b"x-greentic-revision"}
+_CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+
+_REASONS = {
+    200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large",
+    414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+_STATUS_PREFIX: dict[int, bytes] = {}
+
+# ClientConn reading-pause reasons (bits)
+_PAUSE_UPSTREAM = 1  # the backend's send buffer is full
+_PAUSE_PIPELINE = 2  # a request arrived before the previous answer was complete
+_PAUSE_PENDING = 4  # request body buffered while connecting
+
+
+def _status_prefix(status: int) -> bytes:
+    prefix = _STATUS_PREFIX.get(status)
+    if prefix is None:
+        prefix = b"HTTP/1.1 %d " % status
+        if len(_STATUS_PREFIX) < 1000:
+            _STATUS_PREFIX[status] = prefix
+    return prefix
+
+
+def json_answer(status: int, payload: dict[str, Any], *, revision_line: bytes = b"", close: bool = False,
+                keep_alive_10: bool = False) -> bytes:
+    body = json.dumps(payload).encode()
+    return b"".join((
+        _status_prefix(status), _REASONS.get(status, "Error").encode(), CRLF,
+        b"Content-Type: application/json\r\nContent-Length: ", str(len(body)).encode(), CRLF,
+        revision_line,
+        b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if keep_alive_10 else b""),
+        CRLF, body,
+    ))
+
+
+class _Refuse(Exception):
+    """Raised from a parser callback to stop parsing and answer ``status`` (then close)."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",")} - _CONNECTION_PLAIN
+
+
+# --------------------------------------------------------------------------- exchange
+
+
+class Exchange:
+    """One request/response: parsed head, chosen backend, state of both directions."""
+
+    __slots__ = (
+        "client", "state", "deployment", "route", "target", "method", "is_head", "http10", "keep_alive",
+        "head", "needs_host", "body", "body_total", "req_done", "out", "out_size", "sent_body",
+        "upstream", "connecting", "counted", "retried", "stale_retried", "started", "head_sent",
+        "close_after", "done", "local", "defer", "status", "expect",
+    )
+
+    def __init__(self, client: ClientConn) -> None:
+        self.client = client
+        self.target: Any = None
+        self.upstream: UpstreamConn | None = None
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.body_total = 0
+        self.req_done = False
+        self.sent_body = False
+        self.connecting = False
+        self.counted = False
+        self.retried = False
+        self.stale_retried = False
+        self.head_sent = False
+        self.close_after = False
+        self.done = False
+        self.local: bytes | None = None
+        self.defer = False
+        self.status = 0
+        self.expect = False
+
+
+# --------------------------------------------------------------------------- client side
+
+
+class ClientConn(asyncio.Protocol):
+    """One client connection: parses requests, hands them to backends, relays the answers."""
+
+    __slots__ = (
+        "server", "proxy", "loop", "transport", "parser", "peer", "active", "queue", "parsing",
+        "url", "headers", "in_head", "head_bytes", "idle_since", "closed", "pauses", "write_paused",
+    )
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.proxy = server.proxy
+        self.loop = server.loop
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = b""
+        self.active: Exchange | None = None
+        self.queue: deque[Exchange] | None = None
+        self.parsing: Exchange | None = None
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.in_head = False
+        self.head_bytes = 0
+        self.idle_since: float | None = None
+        self.closed = False
+        self.pauses = 0
+        self.write_paused = False
+
+    # ----------------------------------------------------------------------- transport events
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0] if isinstance(peer, tuple) else str(peer or "")).encode()
+        self.idle_since = self.loop.time()
+        self.server.conns.add(self)
+        if self.server.draining:
+            transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.server.conns.discard(self)
+        ex = self.active
+        self.active = None
+        self.queue = None
+        if ex is not None and not ex.done:
+            ex.done = True
+            if ex.counted:
+                stats = ex.target.stats
+                stats.in_flight -= 1
+                stats.client_aborts += 1
+            up = ex.upstream
+            if up is not None:
+                ex.upstream = None
+                up.ex = None
+                up.abort()
+
+    def eof_received(self) -> bool | None:
+        if self.active is not None:
+            self.active.close_after = True  # half-closed client: answer, then close
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume()
+
+    def _pause(self, bit: int) -> None:
+        if not self.pauses and not self.closed:
+            self.transport.pause_reading()
+        self.pauses |= bit
+
+    def _resume(self, bit: int) -> None:
+        if self.pauses & bit:
+            self.pauses &= ~bit
+            if not self.pauses and not self.closed:
+                self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.server.max_head:
+                self._refuse_head(431, "request header block too large")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # an Upgrade/CONNECT request: served as an ordinary request (Upgrade is hop-by-hop
+            # and never forwarded); continue with a fresh parser after it
+            self.parser = httptools.HttpRequestParser(self)
+            offset = exc.args[0] if exc.args else len(data)
+            if offset < len(data):
+                self.data_received(data[offset:])
+                return
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refuse):
+                self._refused(refused)
+            else:
+                log.exception("router: internal error on a request", exc_info=refused)
+                self._parse_error("internal error")
+            return
+        except httptools.HttpParserError as exc:
+            self._parse_error(str(exc))
+            return
+        ex = self.parsing
+        if ex is not None and ex.out:
+            up = ex.upstream
+            if up is not None:
+                up.transport.write(b"".join(ex.out))
+                ex.out.clear()
+                ex.out_size = 0
+                ex.sent_body = True
+            elif ex.out_size > MAX_PENDING:
+                self._pause(_PAUSE_PENDING)
+
+    # ----------------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_bytes = 0
+        if self.active is not None:
+            self._pause(_PAUSE_PIPELINE)  # pipelining: parse what we have, read no more for now
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url if not self.url else self.url + url
+        if len(self.url) > self.server.max_line:
+            raise _Refuse(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        headers.append((name, value))
+        if len(name) + len(value) + 2 > self.server.max_field:
+            raise _Refuse(431, "request header too large")
+        if len(headers) > self.server.max_headers:
+            raise _Refuse(431, "too many request headers")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        proxy = self.proxy
+        ex = Exchange(self)
+        method = parser.get_method()
+        ex.method = method
+        ex.is_head = method == b"HEAD"
+        ex.http10 = parser.get_http_version() == "1.0"
+        ex.keep_alive = parser.should_keep_alive()
+        url = self.url
+        self.url = b""
+        headers = self.headers
+        self.headers = []
+        self.parsing = ex
+        if url[:1] == b"/" or url == b"*":
+            path = url
+        else:  # absolute-form target: forward the origin-form
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _Refuse(400, "invalid request target") from None
+            path = parsed.path or b"/"
+            if parsed.query:
+                path += b"?" + parsed.query
+        trust = proxy.trust_forwarded
+        out: list[bytes] = [method, b" ", path, b" HTTP/1.1\r\n"]
+        host = xff = length = tokens = None
+        chunked = expect = xfp = xfh = False
+        drop: set[bytes] | None = None
+        while True:
+            for name, value in headers:
+                lname = name.lower()
+                if lname not in _REQ_SPECIAL:
+                    if drop is None or lname not in drop:
+                        out += (name, SEP, value, CRLF)
+                    continue
+                if drop is not None and lname in drop and lname != b"host":
+                    continue
+                if lname == b"host":
+                    host = value
+                    out += (name, SEP, value, CRLF)
+                elif lname == b"content-length":
+                    length = value
+                    out += (name, SEP, value, CRLF)
+                elif lname == b"transfer-encoding":
+                    chunked = True
+                elif lname == b"x-forwarded-for":
+                    xff = value if xff is None else xff + b", " + value
+                elif lname == b"x-forwarded-proto":
+                    if trust:
+                        xfp = True
+                        out += (name, SEP, value, CRLF)
+                elif lname == b"x-forwarded-host":
+                    if trust:
+                        xfh = True
+                        out += (name, SEP, value, CRLF)
+                elif lname == b"expect":
+                    expect = value.strip().lower() == b"100-continue"
+                elif lname == b"connection":
+                    tokens = value if tokens is None else tokens + b"," + value
+            if drop is None and tokens is not None:
+                drop = _connection_tokens(tokens)
+                if drop:  # headers named in Connection are hop-by-hop too: build again without them
+                    out = [method, b" ", path, b" HTTP/1.1\r\n"]
+                    host = xff = length = None
+                    chunked = expect = xfp = xfh = False
+                    continue
+            break
+        peer = self.peer
+        out += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, CRLF)
+        if not xfp:
+            out.append(b"X-Forwarded-Proto: http\r\n")
+        if host is not None and not xfh:
+            out += (b"X-Forwarded-Host: ", host, CRLF)
+        if chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+            ex.body = 2
+        elif length is not None and length.strip() not in (b"0", b""):
+            ex.body = 1
+        else:
+            ex.body = 0
+        out.append(CRLF)
+        ex.head = out
+        ex.needs_host = host is None
+        ex.expect = expect and ex.body != 0
+
+        state = proxy.state  # this request's table, whatever reloads happen meanwhile
+        ex.state = state
+        deployment = state.table.route(host.decode("latin-1") if host is not None else None,
+                                       path.decode("latin-1"))
+        if deployment is None:
+            proxy.unrouted += 1
+            self._local(ex, 503, {"error": "no routable revision", "deployment_id": None}, length)
+        else:
+            ex.deployment = deployment
+            route = ex.route = state.routes[deployment.deployment_id]
+            target = route.pick()
+            if target is None:
+                proxy.unrouted += 1
+                self._local(ex, 503, {"error": "no routable revision",
+                                      "deployment_id": deployment.deployment_id}, length)
+            elif ex.body == 1 and int(length) > proxy.max_body:
+                ex.local = json_answer(413, {"error": "request body too large", "limit_bytes": proxy.max_body},
+                                       close=True)
+                ex.close_after = True
+            else:
+                ex.target = target
+        if self.active is None:
+            self.active = ex
+            self.idle_since = None
+            self._start(ex)
+        else:
+            if self.queue is None:
+                self.queue = deque()
+            self.queue.append(ex)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is None:  # pragma: no cover - llhttp calls on_body only inside a message
+            return
+        n = len(body)
+        ex.body_total += n
+        if ex.body_total > self.proxy.max_body:
+            raise _Refuse(413, "request body too large")
+        if ex.local is not None or ex.done:
+            return  # refused request: the body is read and dropped
+        if ex.body == 2:
+            ex.out += (b"%x\r\n" % n, body, CRLF)
+        else:
+            ex.out.append(body)
+        ex.out_size += n
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        if ex is None:  # pragma: no cover
+            return
+        ex.req_done = True
+        if ex.done:
+            return
+        if ex.local is not None:
+            ex.out.clear()
+            if ex is self.active and ex.defer:
+                self._answer_local(ex)
+            return
+        if ex.body == 2:
+            ex.out.append(LAST_CHUNK)
+        up = ex.upstream
+        if up is not None and ex.out:
+            up.transport.write(b"".join(ex.out))
+            ex.out.clear()
+            ex.out_size = 0
+            ex.sent_body = True
+        self._resume(_PAUSE_PENDING)
+
+    # ----------------------------------------------------------------------- exchange flow
+
+    def _local(self, ex: Exchange, status: int, payload: dict[str, Any], length: bytes | None) -> None:
+        """A local answer (503): keep the connection when the body is absent or small enough to drop."""
+        small = ex.body == 0 or (ex.body == 1 and length is not None and int(length) <= SMALL_DISCARD)
+        close = not small or not ex.keep_alive
+        ex.local = json_answer(status, payload, close=close, keep_alive_10=ex.http10 and not close)
+        ex.close_after = close
+        ex.defer = ex.body != 0 and small  # answer once the dropped body has been read
+
+    def _start(self, ex: Exchange) -> None:
+        """``ex`` became the active exchange: answer locally or send it to its backend."""
+        if ex.local is not None:
+            if not ex.defer or ex.req_done:
+                self._answer_local(ex)
+            return
+        if ex.expect and not ex.req_done:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        target = ex.target
+        target.stats.in_flight += 1
+        ex.counted = True
+        ex.started = self.loop.time()
+        up = self.server.pool.acquire(target.key)
+        if up is not None:
+            self._bind(ex, up)
+        else:
+            self._connect(ex)
+
+    def _answer_local(self, ex: Exchange) -> None:
+        ex.done = True
+        self.transport.write(ex.local)  # type: ignore[arg-type]
+        ex.local = b""
+        self._next(ex)
+
+    def _bind(self, ex: Exchange, up: UpstreamConn) -> None:
+        ex.upstream = up
+        up.begin(ex)
+        if self.write_paused:
+            up.pause()
+        head = ex.head
+        if ex.needs_host:
+            head = [*head[:4], ex.target.host_line, *head[4:]]
+        if ex.out:
+            data = b"".join(head + ex.out)
+            ex.out.clear()
+            ex.out_size = 0
+            ex.sent_body = True
+        else:
+            data = b"".join(head)
+        up.transport.write(data)
+        self._resume(_PAUSE_PENDING)
+
+    def _connect(self, ex: Exchange) -> None:
+        ex.connecting = True
+        self.loop.create_task(self._connect_task(ex, ex.target))
+
+    async def _connect_task(self, ex: Exchange, target: Any) -> None:
+        server = self.server
+        try:
+            _, up = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConn(server, target.key), target.host, target.port),
+                server.connect_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure to connect is answered
+            ex.connecting = False
+            if not ex.done:
+                self._connect_failed(ex, target, exc)
+            return
+        ex.connecting = False
+        if ex.done or self.closed:
+            server.pool.release(up)  # fresh and unused: keep it for the next request
+            return
+        self._bind(ex, up)
+
+    def _connect_failed(self, ex: Exchange, target: Any, exc: BaseException) -> None:
+        stats = target.stats
+        stats.in_flight -= 1
+        stats.errors += 1
+        ex.counted = False
+        if not ex.retried:
+            other = ex.route.pick_other(target)
+            if other is not None:
+                ex.retried = True
+                other.stats.retries += 1
+                ex.target = other
+                self._start(ex)
+                return
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            detail = f"could not connect to {target.address} in time"
+        else:
+            detail = f"could not connect to {target.address}: {getattr(exc, 'strerror', None) or exc}"
+        self._fail(ex, target, 502, detail)
+
+    def _fail(self, ex: Exchange, target: Any, status: int, detail: str) -> None:
+        """Answer a failed exchange (no response head sent yet) with a JSON 502/504."""
+        log.warning("%s %s -> %s", status, target.revision_id, detail)
+        ex.done = True
+        close = not ex.keep_alive or not ex.req_done
+        self.transport.write(json_answer(
+            status, {"error": "bad gateway" if status == 502 else "gateway timeout", "detail": detail,
+                     "deployment_id": ex.deployment.deployment_id, "revision_id": target.revision_id},
+            revision_line=target.rev_line, close=close, keep_alive_10=ex.http10 and not close))
+        ex.close_after = close
+        self._next(ex)
+
+    def _next(self, ex: Exchange) -> None:
+        """``ex`` is over (answered, or failed): go on with the next request or close."""
+        self.active = None
+        if self.closed:
+            return
+        self._resume(_PAUSE_UPSTREAM)
+        if ex.close_after or self.server.draining:
+            self.transport.close()
+            return
+        queue = self.queue
+        if queue:
+            nxt = queue.popleft()
+            self.active = nxt
+            self._start(nxt)
+            return
+        self.idle_since = self.loop.time()
+        self._resume(_PAUSE_PIPELINE)
+
+    # ----------------------------------------------------------------------- errors
+
+    def _refuse_head(self, status: int, error: str) -> None:
+        self.parser = httptools.HttpRequestParser(self)  # parse nothing more
+        self.in_head = False
+        self._close_with(json_answer(status, {"error": error}, close=True))
+
+    def _close_with(self, answer: bytes) -> None:
+        if self.active is None and not self.closed:
+            self.transport.write(answer)
+            self.transport.close()
+        elif not self.closed:
+            self.transport.abort()
+
+    def _refused(self, refused: _Refuse) -> None:
+        ex = self.parsing
+        if ex is None or refused.status != 413:
+            self._close_with(json_answer(refused.status, {"error": refused.error}, close=True))
+            return
+        # the request body grew past the limit
+        self.parsing = None
+        if ex is not self.active:
+            self.transport.abort()
+            return
+        if ex.counted:
+            ex.target.stats.in_flight -= 1
+            ex.counted = False
+        up = ex.upstream
+        if up is not None:
+            ex.upstream = None
+            up.ex = None
+            up.abort()
+        if ex.head_sent or ex.done and ex.local is None:
+            self.transport.abort()
+            return
+        ex.done = True
+        self.transport.write(json_answer(413, {"error": "request body too large",
+                                               "limit_bytes": self.proxy.max_body}, close=True))
+        self.transport.close()
+
+    def _parse_error(self, reason: str) -> None:
+        ex = self.parsing
+        if ex is None:
+            self._close_with(json_answer(400, {"error": "bad request", "detail": reason}, close=True))
+            return
+        # a broken request body (bad chunk framing...): the upload is incomplete
+        self.parsing = None
+        if ex is not self.active or ex.done:
+            self.transport.abort()
+            return
+        ex.done = True
+        if ex.counted:
+            stats = ex.target.stats
+            stats.in_flight -= 1
+            stats.client_aborts += 1
+            ex.counted = False
+        up = ex.upstream
+        if up is not None:
+            ex.upstream = None
+            up.ex = None
+            up.abort()
+        if ex.head_sent:
+            self.transport.abort()
+            return
+        self.transport.write(json_answer(400, {"error": "request body incomplete"}, close=True))
+        self.transport.close()
+
+
+# --------------------------------------------------------------------------- backend side
+
+
+class UpstreamConn(asyncio.Protocol):
+    """One keep-alive connection to a backend; bound to one exchange at a time."""
+
+    __slots__ = (
+        "server", "pool", "key", "transport", "parser", "ex", "headers", "reason", "got", "closed",
+        "reused", "idle_since", "paused", "chunk_out", "eof_body", "skip", "last_read", "in_body",
+    )
+
+    def __init__(self, server: ProxyServer, key: tuple[str, int]) -> None:
+        self.server = server
+        self.pool = server.pool
+        self.key = key
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.got = False
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self.paused = False
+        self.chunk_out = False
+        self.eof_body = False
+        self.skip = False
+        self.in_body = False
+        self.last_read = 0.0
+
+    def begin(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.got = False
+        self.in_body = False
+        if self.server.read_timeout:
+            self.last_read = self.server.loop.time()
+
+    def pause(self) -> None:
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            if not self.closed:
+                self.transport.resume_reading()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    # ----------------------------------------------------------------------- transport events
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def pause_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.client._pause(_PAUSE_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.client._resume(_PAUSE_UPSTREAM)
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.ex
+        if ex is None:  # nothing asked: a stray byte from an idle connection makes it unusable
+            self.abort()
+            self.pool.discard(self)
+            return
+        self.got = True
+        if self.server.read_timeout:
+            self.last_read = self.server.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, _Refuse):
+                log.exception("router: internal error on a response", exc_info=cause)
+            self._broken(ex, f"invalid response: {cause}")
+            return
+        except httptools.HttpParserError as exc:
+            self._broken(ex, f"invalid response: {exc}")
+            return
+        if ex.out and self.ex is ex:
+            ex.client.transport.write(b"".join(ex.out))
+            ex.out.clear()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        ex = self.ex
+        if ex is None:
+            self.pool.discard(self)
+            return
+        self.ex = None
+        if ex.done:
+            return
+        if self.in_body and self.eof_body and exc is None:
+            self._finish(ex, reusable=False)  # a close-delimited body ends with the connection
+            return
+        ex.upstream = None
+        target = ex.target
+        if ex.head_sent:
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection closed"
+            log.warning("%s broke off mid-response: %s", target.revision_id, reason)
+            self._cut(ex)
+            return
+        client = ex.client
+        if self.reused and not self.got and ex.body == 0 and not ex.stale_retried and not client.closed:
+            # a pooled connection the backend had closed meanwhile: once more on a fresh one
+            ex.stale_retried = True
+            target.stats.in_flight -= 1
+            ex.counted = False
+            client._start(ex)
+            return
+        target.stats.in_flight -= 1
+        target.stats.errors += 1
+        ex.counted = False
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else \
+            "ServerDisconnected: Server disconnected"
+        client._fail(ex, target, 502, f"{target.address} failed: {reason}")
+
+    # ----------------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason if not self.reason else self.reason + reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        headers.append((name, value))
+        if len(name) + len(value) + 2 > self.server.max_field or len(headers) > self.server.max_headers * 2:
+            raise _Refuse(502, "response header block too large")
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        if ex is None:  # pragma: no cover
+            return
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise _Refuse(502, "unexpected protocol switch")
+            self.skip = True  # 1xx informational: wait for the real answer
+            return
+        ex.status = status
+        client = ex.client
+        target = ex.target
+        out: list[bytes] = [_status_prefix(status), self.reason, CRLF]
+        length = tokens = None
+        chunked = False
+        drop: set[bytes] | None = None
+        while True:
+            for name, value in self.headers:
+                lname = name.lower()
+                if lname not in _RESP_SPECIAL:
+                    if drop is None or lname not in drop:
+                        out += (name, SEP, value, CRLF)
+                elif lname == b"content-length":
+                    length = value
+                elif lname == b"transfer-encoding":
+                    chunked = True
+                elif lname == b"connection":
+                    tokens = value if tokens is None else tokens + b"," + value
+            if drop is None and tokens is not None:
+                drop = _connection_tokens(tokens)
+                if drop:
+                    out = [_status_prefix(status), self.reason, CRLF]
+                    length = None
+                    chunked = False
+                    continue
+            break
+        out.append(target.rev_line)
+        no_body = ex.is_head or status == 204 or status == 304
+        close = ex.close_after or not ex.keep_alive or not ex.req_done or client.server.draining
+        self.chunk_out = False
+        self.eof_body = False
+        if no_body:
+            if length is not None:
+                out += (b"Content-Length: ", length, CRLF)
+        elif chunked:
+            if ex.http10:
+                close = True  # no chunked framing for HTTP/1.0: the body ends with the connection
+            else:
+                out.append(b"Transfer-Encoding: chunked\r\n")
+                self.chunk_out = True
+        elif length is not None:
+            out += (b"Content-Length: ", length, CRLF)
+        else:
+            self.eof_body = True
+            if ex.http10:
+                close = True
+            else:
+                out.append(b"Transfer-Encoding: chunked\r\n")
+                self.chunk_out = True
+        if close:
+            out.append(b"Connection: close\r\n")
+        elif ex.http10:
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(CRLF)
+        ex.close_after = close
+        ex.head_sent = True
+        ex.out += out  # ex.out is free: the request body was flushed before any response
+        self.in_body = True
+        if no_body and ex.is_head:
+            # llhttp does not know the request was HEAD: the answer is complete now, and the
+            # next answer on this connection gets a fresh parser
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(ex, reusable=self.parser_keep_alive_after_head())
+
+    def parser_keep_alive_after_head(self) -> bool:
+        return True
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        if ex is None or self.skip:
+            return
+        if self.chunk_out:
+            ex.out += (b"%x\r\n" % len(body), body, CRLF)
+        else:
+            ex.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.skip:
+            self.skip = False
+            return
+        ex = self.ex
+        if ex is None:
+            return
+        self._finish(ex, reusable=self.parser.should_keep_alive())
+
+    # ----------------------------------------------------------------------- endings
+
+    def _finish(self, ex: Exchange, *, reusable: bool) -> None:
+        """The response is complete: flush it, give the connection back, count, go on."""
+        if self.chunk_out:
+            ex.out.append(LAST_CHUNK)
+        client = ex.client
+        if ex.out:
+            if not client.closed:
+                client.transport.write(b"".join(ex.out))
+            ex.out.clear()
+        self.ex = None
+        self.in_body = False
+        ex.upstream = None
+        ex.done = True
+        if self.paused:
+            self.resume()
+        if reusable and ex.req_done and not self.closed:
+            self.reused = True
+            self.pool.release(self)
+        else:
+            self.abort()
+        stats = ex.target.stats
+        if ex.counted:
+            ex.counted = False
+            stats.in_flight -= 1
+            stats.completed += 1
+            if ex.status >= 500:
+                stats.upstream_5xx += 1
+            stats.hist[bisect_left(self.server.bounds, client.loop.time() - ex.started)] += 1
+        client._next(ex)
+
+    def _cut(self, ex: Exchange) -> None:
+        """The backend broke off mid-response: cut the client so the truncation shows."""
+        ex.done = True
+        if ex.counted:
+            ex.counted = False
+            ex.target.stats.in_flight -= 1
+            ex.target.stats.errors += 1
+        client = ex.client
+        if ex.out and not client.closed:
+            client.transport.write(b"".join(ex.out))
+            ex.out.clear()
+        if not client.closed:
+            client.transport.abort()
+
+    def _broken(self, ex: Exchange, detail: str) -> None:
+        """An unparsable response: 502 when nothing was relayed yet, else cut the client."""
+        self.ex = None
+        ex.upstream = None
+        self.abort()
+        if ex.done:
+            return
+        if ex.head_sent:
+            log.warning("%s sent an invalid response body: %s", ex.target.revision_id, detail)
+            self._cut(ex)
+            return
+        ex.target.stats.in_flight -= 1
+        ex.target.stats.errors += 1
+        ex.counted = False
+        ex.client._fail(ex, ex.target, 502, f"{ex.target.address} failed: {detail}")
+
+
+# --------------------------------------------------------------------------- pool
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per backend address, most recently used first."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_idle: int = 1024, idle_timeout: float = 30.0) -> None:
+        self.loop = loop
+        self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+
+    def acquire(self, key: tuple[str, int]) -> UpstreamConn | None:
+        conns = self.idle.get(key)
+        while conns:
+            up = conns.pop()
+            if not up.closed:
+                return up
+        return None
+
+    def release(self, up: UpstreamConn) -> None:
+        conns = self.idle.get(up.key)
+        if conns is None:
+            conns = self.idle[up.key] = []
+        if len(conns) >= self.max_idle:
+            up.abort()
+            return
+        up.idle_since = self.loop.time()
+        conns.append(up)
+
+    def discard(self, up: UpstreamConn) -> None:
+        conns = self.idle.get(up.key)
+        if conns:
+            try:
+                conns.remove(up)
+            except ValueError:
+                pass
+
+    def sweep(self, now: float) -> None:
+        limit = now - self.idle_timeout
+        for conns in self.idle.values():
+            while conns and conns[0].idle_since < limit:
+                conns.pop(0).abort()
+
+    def close(self) -> None:
+        for conns in self.idle.values():
+            for up in conns:
+                up.abort()
+            conns.clear()
+
+
+# --------------------------------------------------------------------------- server
+
+
+class ProxyServer:
+    """The listener, its client connections, the backend pool and the periodic sweep."""
+
+    def __init__(self, proxy: Any, *, bounds: list[float], connect_timeout: float, read_timeout: float | None,
+                 keepalive_timeout: float, max_line: int, max_field: int, max_headers: int,
+                 backlog: int = 1024) -> None:
+        self.proxy = proxy
+        self.bounds = bounds
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout or 0.0
+        self.keepalive_timeout = keepalive_timeout
+        self.max_line = max_line
+        self.max_field = max_field
+        self.max_headers = max_headers
+        self.max_head = max_line + max_headers * (max_field + 4) + 4
+        self.backlog = backlog
+        self.conns: set[ClientConn] = set()
+        self.draining = False
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.pool: UpstreamPool = None  # type: ignore[assignment]
+        self.server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pool = UpstreamPool(self.loop)
+        self.server = await self.loop.create_server(lambda: ClientConn(self), sock=sock, backlog=self.backlog)
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        keepalive = self.keepalive_timeout
+        read_timeout = self.read_timeout
+        for conn in list(self.conns):
+            ex = conn.active
+            if ex is None:
+                if conn.idle_since is not None and now - conn.idle_since > keepalive and not conn.closed:
+                    conn.transport.close()
+            elif read_timeout and not ex.done:
+                up = ex.upstream
+                if up is not None and now - up.last_read > read_timeout:
+                    self._read_timed_out(ex, up)
+        self.pool.sweep(now)
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def _read_timed_out(self, ex: Exchange, up: UpstreamConn) -> None:
+        up.ex = None
+        ex.upstream = None
+        up.abort()
+        target = ex.target
+        if ex.head_sent:
+            log.warning("%s went silent mid-response", target.revision_id)
+            up._cut(ex)
+            return
+        target.stats.in_flight -= 1
+        target.stats.errors += 1
+        ex.counted = False
+        ex.client._fail(ex, target, 504, f"{target.address} did not answer in time")
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let the requests in flight finish (at most ``timeout`` s), close the rest."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.conns):
+            if conn.active is None and not conn.closed:
+                conn.transport.close()
+        deadline = self.loop.time() + timeout
+        while self.conns and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.conns):
+            if not conn.closed:
+                conn.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.pool.close()
+        await asyncio.sleep(0)
