@@ -352,8 +352,12 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_json(text: str | bytes) -> Any:
-    """``json.loads`` that refuses duplicate keys, NaN/Infinity and absurd nesting, with one-line errors."""
+    """``json.loads`` that refuses duplicate keys, NaN/Infinity, absurd nesting and bytes that are not
+    UTF-8, with one-line errors. (``json.loads`` alone would take UTF-16/32 and decode encoded
+    surrogates with ``surrogatepass``, letting characters in that no UTF-8 file can hold.)"""
     try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8-sig")  # strict: invalid UTF-8 is a DecodeError below
         return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
     except DecodeError:
         raise

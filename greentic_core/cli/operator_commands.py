@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from .. import codec
-from ..errors import NoSplit
+from ..errors import GreenticError, NoSplit
 from ..operator import InvalidInput, Operator, resolve_deployment
 from ..outcomes import CheckStatus
 from ..spec import Workload

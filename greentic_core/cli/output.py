@@ -22,6 +22,21 @@ def _console(stderr: bool) -> "Console":
     return Console(stderr=stderr, soft_wrap=True, highlight=False, width=None if stream.isatty() else 240)
 
 
+def _printable(text: str, stream: Any) -> str:
+    """``text`` as ``stream`` can encode it: a character it cannot (a lone surrogate from a
+    hostile document or a non-UTF-8 command line argument) is shown as a backslash escape
+    instead of crashing the error report."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        try:
+            return text.encode(encoding, "backslashreplace").decode(encoding)
+        except LookupError:
+            return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 @attrs.define
 class Output:
     json_mode: bool = False
@@ -47,7 +62,8 @@ class Output:
     def result(self, data: Any, human: Callable[[Console], None] | None = None) -> None:
         """Print a command's result: ``data`` as JSON in ``--json`` mode, else ``human(console)``."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+            text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+            sys.stdout.write(_printable(text, sys.stdout))
             sys.stdout.flush()
         elif human is not None:
             human(self.stdout)
@@ -61,12 +77,13 @@ class Output:
 
     def error(self, kind: str, message: str, hint: str | None, doc: dict[str, Any]) -> None:
         if self.json_mode:
-            sys.stdout.write(json.dumps({"ok": False, **doc}, indent=2, ensure_ascii=False, default=str) + "\n")
+            text = json.dumps({"ok": False, **doc}, indent=2, ensure_ascii=False, default=str) + "\n"
+            sys.stdout.write(_printable(text, sys.stdout))
             sys.stdout.flush()
         else:
-            self.stderr.print(f"error: {message}", markup=False, highlight=False)
+            self.stderr.print(_printable(f"error: {message}", sys.stderr), markup=False, highlight=False)
             if hint:
-                self.stderr.print(f"hint: {hint}", markup=False, highlight=False)
+                self.stderr.print(_printable(f"hint: {hint}", sys.stderr), markup=False, highlight=False)
 
 
 class ProgressReporter:

@@ -178,7 +178,7 @@ class ClientConn(asyncio.Protocol):
         self.idle_since = self.loop.time()
         self.server.conns.add(self)
         if self.server.draining:
-            transport.close()
+            self._shut()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
@@ -216,6 +216,15 @@ class ClientConn(asyncio.Protocol):
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume()
 
+    def _shut(self, abort: bool = False) -> None:
+        """Stop serving this connection: nothing more is parsed or written."""
+        if not self.closed:
+            self.closed = True
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
     def _pause(self, bit: int) -> None:
         if not self.pauses and not self.closed:
             self.transport.pause_reading()
@@ -228,6 +237,8 @@ class ClientConn(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         if self.in_head:
             self.head_bytes += len(data)
             if self.head_bytes > self.server.max_head:
@@ -246,7 +257,8 @@ class ClientConn(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if isinstance(refused, _Refuse):
-                self._refused(refused)
+                if not self.closed:
+                    self._refused(refused)
             else:
                 log.exception("router: internal error on a request", exc_info=refused)
                 self._parse_error("internal error")
@@ -268,6 +280,8 @@ class ClientConn(asyncio.Protocol):
     # ----------------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.closed:
+            raise _Refuse(0, "closed")
         self.in_head = True
         self.head_bytes = 0
         if self.active is not None:
@@ -364,7 +378,7 @@ class ClientConn(asyncio.Protocol):
         if chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
             ex.body = 2
-        elif length is not None and length.strip() not in (b"0", b""):
+        elif length is not None and int(length) > 0:
             ex.body = 1
         else:
             ex.body = 0
@@ -452,19 +466,21 @@ class ClientConn(asyncio.Protocol):
         ex.close_after = close
         ex.defer = ex.body != 0 and small  # answer once the dropped body has been read
 
-    def _start(self, ex: Exchange) -> None:
+    def _start(self, ex: Exchange, fresh: bool = False) -> None:
         """``ex`` became the active exchange: answer locally or send it to its backend."""
         if ex.local is not None:
             if not ex.defer or ex.req_done:
                 self._answer_local(ex)
             return
-        if ex.expect and not ex.req_done:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if ex.expect:
+            ex.expect = False
+            if not ex.req_done:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         target = ex.target
         target.stats.in_flight += 1
         ex.counted = True
         ex.started = self.loop.time()
-        up = self.server.pool.acquire(target.key)
+        up = None if fresh else self.server.pool.acquire(target.key)
         if up is not None:
             self._bind(ex, up)
         else:
@@ -555,7 +571,7 @@ class ClientConn(asyncio.Protocol):
             return
         self._resume(_PAUSE_UPSTREAM)
         if ex.close_after or self.server.draining:
-            self.transport.close()
+            self._shut()
             return
         queue = self.queue
         if queue:
@@ -576,9 +592,9 @@ class ClientConn(asyncio.Protocol):
     def _close_with(self, answer: bytes) -> None:
         if self.active is None and not self.closed:
             self.transport.write(answer)
-            self.transport.close()
-        elif not self.closed:
-            self.transport.abort()
+            self._shut()
+        else:
+            self._shut(abort=True)
 
     def _refused(self, refused: _Refuse) -> None:
         ex = self.parsing
@@ -588,7 +604,7 @@ class ClientConn(asyncio.Protocol):
         # the request body grew past the limit
         self.parsing = None
         if ex is not self.active:
-            self.transport.abort()
+            self._shut(abort=True)
             return
         if ex.counted:
             ex.target.stats.in_flight -= 1
@@ -599,12 +615,12 @@ class ClientConn(asyncio.Protocol):
             up.ex = None
             up.abort()
         if ex.head_sent or ex.done and ex.local is None:
-            self.transport.abort()
+            self._shut(abort=True)
             return
         ex.done = True
         self.transport.write(json_answer(413, {"error": "request body too large",
                                                "limit_bytes": self.proxy.max_body}, close=True))
-        self.transport.close()
+        self._shut()
 
     def _parse_error(self, reason: str) -> None:
         ex = self.parsing
@@ -614,7 +630,7 @@ class ClientConn(asyncio.Protocol):
         # a broken request body (bad chunk framing...): the upload is incomplete
         self.parsing = None
         if ex is not self.active or ex.done:
-            self.transport.abort()
+            self._shut(abort=True)
             return
         ex.done = True
         if ex.counted:
@@ -628,10 +644,10 @@ class ClientConn(asyncio.Protocol):
             up.ex = None
             up.abort()
         if ex.head_sent:
-            self.transport.abort()
+            self._shut(abort=True)
             return
         self.transport.write(json_answer(400, {"error": "request body incomplete"}, close=True))
-        self.transport.close()
+        self._shut()
 
 
 # --------------------------------------------------------------------------- backend side
@@ -752,7 +768,7 @@ class UpstreamConn(asyncio.Protocol):
             ex.stale_retried = True
             target.stats.in_flight -= 1
             ex.counted = False
-            client._start(ex)
+            client._start(ex, fresh=True)
             return
         target.stats.in_flight -= 1
         target.stats.errors += 1
@@ -848,11 +864,9 @@ class UpstreamConn(asyncio.Protocol):
         if no_body and ex.is_head:
             # llhttp does not know the request was HEAD: the answer is complete now, and the
             # next answer on this connection gets a fresh parser
+            keep = self.parser.should_keep_alive()
             self.parser = httptools.HttpResponseParser(self)
-            self._finish(ex, reusable=self.parser_keep_alive_after_head())
-
-    def parser_keep_alive_after_head(self) -> bool:
-        return True
+            self._finish(ex, reusable=keep)
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
@@ -915,8 +929,7 @@ class UpstreamConn(asyncio.Protocol):
         if ex.out and not client.closed:
             client.transport.write(b"".join(ex.out))
             ex.out.clear()
-        if not client.closed:
-            client.transport.abort()
+        client._shut(abort=True)
 
     def _broken(self, ex: Exchange, detail: str) -> None:
         """An unparsable response: 502 when nothing was relayed yet, else cut the client."""
@@ -1025,8 +1038,8 @@ class ProxyServer:
         for conn in list(self.conns):
             ex = conn.active
             if ex is None:
-                if conn.idle_since is not None and now - conn.idle_since > keepalive and not conn.closed:
-                    conn.transport.close()
+                if conn.idle_since is not None and now - conn.idle_since > keepalive:
+                    conn._shut()
             elif read_timeout and not ex.done:
                 up = ex.upstream
                 if up is not None and now - up.last_read > read_timeout:
@@ -1054,14 +1067,15 @@ class ProxyServer:
         if self.server is not None:
             self.server.close()
         for conn in list(self.conns):
-            if conn.active is None and not conn.closed:
-                conn.transport.close()
+            if conn.active is None:
+                conn._shut()
         deadline = self.loop.time() + timeout
         while self.conns and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(self.conns):
-            if not conn.closed:
-                conn.transport.abort()
+            if conn.closed:
+                conn.transport.abort()  # closing but still flushing: cut it
+            conn._shut(abort=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.pool.close()
