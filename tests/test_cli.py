@@ -403,6 +403,8 @@ def test_revision_prefixes_and_latest(shop: Deployer) -> None:
         assert shop.json("revision", "show", "dev", rid[:n].lower())["revision"]["revision_id"] == rid
     assert shop.json("revision", "show", "dev", "latest")["revision"]["revision_id"] == ids[-1]
     assert shop.json("revision", "warm", "dev", "LATEST")["revision_id"] == ids[-1]
+    # the shortest prefix that names ids[0] alone (computed for ids[0], not the loop's last id)
+    n = max(len(_common_prefix(ids[0], o)) for o in ids[1:]) + 1
     shop.json("revision", "warm", "dev", ids[0][:n])
     doc = shop.json("traffic", "set", "dev", "shop", f"latest=30%,{ids[0][:n].lower()}=70%")
     assert {e["revision_id"]: e["weight_bps"] for e in doc["split"]["entries"]} == {ids[-1]: 3000, ids[0]: 7000}

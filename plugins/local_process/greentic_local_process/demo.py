@@ -29,6 +29,7 @@ from .sandbox import cleanup
 
 PLUGIN = "greentic.deployer.local-process"
 PHASE_SECONDS = 2.5
+SETTLE_SECONDS = 0.5
 
 
 class LoadGenerator:
@@ -115,6 +116,7 @@ def run_demo(console: Console, *, say: Callable[[str], None]) -> dict[str, Any]:
 
         for v1_bps, v2_bps in ((9000, 1000), (5000, 5000), (0, 10000)):
             op.traffic_set(env_id, deployment, [(v1, v1_bps), (v2, v2_bps)], idempotency_key=f"demo-{v2_bps}")
+            time.sleep(SETTLE_SECONDS)  # requests routed before the switch may still be answering
             load.take_window()
             time.sleep(PHASE_SECONDS)
             window = load.take_window()
