@@ -11,6 +11,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+#: An error message or hint longer than this (it quotes a huge value from a hostile document)
+#: keeps its start and end with the middle cut out, so it stays one readable line.
+MAX_MESSAGE_CHARS = 1000
+
+
+def bounded(text: str) -> str:
+    if not isinstance(text, str) or len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    head, tail = MAX_MESSAGE_CHARS * 2 // 3, MAX_MESSAGE_CHARS // 4
+    return f"{text[:head]} ...[{len(text) - head - tail} characters cut]... {text[-tail:]}"
+
+
 class GreenticError(Exception):
     """Base of everything greentic-core raises on purpose."""
 
@@ -18,9 +30,10 @@ class GreenticError(Exception):
     exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = bounded(hint) if hint else hint
         self.details = details
 
     def __str__(self) -> str:

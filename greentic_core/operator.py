@@ -205,7 +205,9 @@ def _scrub(value: Any, secrets: Sequence[str]) -> Any:
 
 
 def _scrub_error(exc: GreenticError, secrets: Sequence[str]) -> None:
-    """Remove secret answer values from an error before it is printed or audited."""
+    """Remove secret answer values from an error before it is printed or audited, and from the
+    exceptions chained to it (a raw plugin exception quoting a secret is the ``__cause__`` of
+    the ProviderError, and ``--debug`` prints the chain)."""
     if not secrets:
         return
     exc.message = _scrub(exc.message, secrets)
@@ -213,6 +215,28 @@ def _scrub_error(exc: GreenticError, secrets: Sequence[str]) -> None:
     if exc.hint:
         exc.hint = _scrub(exc.hint, secrets)
     exc.details = _scrub(dict(exc.details), secrets)
+    link: BaseException = exc
+    seen = {id(exc)}
+    while True:
+        chained = link.__cause__ if link.__cause__ is not None else link.__context__
+        if chained is None or id(chained) in seen:
+            return
+        seen.add(id(chained))
+        if isinstance(chained, GreenticError):
+            chained.message = _scrub(chained.message, secrets)
+            chained.hint = _scrub(chained.hint, secrets) if chained.hint else chained.hint
+            chained.details = _scrub(dict(chained.details), secrets)
+        try:
+            chained.args = tuple(_scrub(arg, secrets) for arg in chained.args)
+            text = str(chained)
+        except Exception:  # an exception type whose args or __str__ we cannot use
+            text = secrets[0]
+        if any(secret in text for secret in secrets):  # cannot be cleaned: cut it from the chain
+            link.__cause__ = None
+            link.__context__ = None
+            link.__suppress_context__ = True
+            return
+        link = chained
 
 
 # --------------------------------------------------------------------------- references

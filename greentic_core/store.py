@@ -159,7 +159,15 @@ class InvalidEnvironment(StoreError, SpecError):
 
 def environments_root(home: str | os.PathLike[str]) -> Path:
     """The environments directory under a greentic home (``<home>/environments``)."""
-    return Path(home).expanduser() / "environments"
+    return _expanduser(Path(home)) / "environments"
+
+
+def _expanduser(path: Path) -> Path:
+    """``~`` and ``~user`` expanded; ``~name`` of an unknown user is kept as it is, as a shell does."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
 
 
 def default_root() -> Path:
@@ -350,7 +358,7 @@ class Store:
     def __init__(self, root: str | os.PathLike[str] | None = None, *, max_backups: int = DEFAULT_MAX_BACKUPS) -> None:
         if max_backups < 0:
             raise ValueError("max_backups must be >= 0")
-        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root = _expanduser(Path(root)) if root is not None else default_root()
         self.max_backups = max_backups
 
     def __repr__(self) -> str:

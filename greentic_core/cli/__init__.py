@@ -77,9 +77,36 @@ class GreenticGroup(click.Group):
     """Turns errors into one line (or one JSON document) and a documented exit code."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # click's parser consumes ``args``
         if ctx.parent is None:  # the command line as given, for the audit log
-            ctx.meta.setdefault("greentic.argv", list(args))
-        return super().parse_args(ctx, args)
+            ctx.meta.setdefault("greentic.argv", given)
+        try:
+            if ctx.parent is None and any("\x00" in arg for arg in given):
+                # never valid in an id or a path (and no OS passes one in argv; a library caller can)
+                raise click.UsageError("an argument contains a NUL character", ctx=ctx)
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            # A bad global option fails here, before `invoke`: with --json, still one JSON document.
+            if ctx.parent is not None or not self._json_option_given(given):
+                raise
+            ctx.params["json_mode"] = True
+            message = exc.format_message()
+            _report(ctx, "usage", message, "see --help",
+                    {"kind": "usage", "error": type(exc).__name__, "message": message}, None)
+            ctx.exit(exc.exit_code)
+
+    def _json_option_given(self, args: list[str]) -> bool:
+        """Whether ``--json`` is among the global options (before the command name)."""
+        takes_value = {o for p in self.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg == "--json":
+                return True
+            if arg == "--" or not arg.startswith("-"):
+                return False
+            index += 2 if arg in takes_value else 1
+        return False
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -132,11 +159,21 @@ def _json_requested(ctx: click.Context) -> bool:
     return bool(ctx.find_root().params.get("json_mode"))
 
 
+def _one_line(text: str | None) -> str | None:
+    """An error message or hint as one line, whatever it quotes (a path or id with a newline,
+    click's multi-line usage messages): the lines joined by single spaces."""
+    if text is None or ("\n" not in text and "\r" not in text):
+        return text
+    return " ".join(part.strip() for part in text.replace("\r", "\n").split("\n") if part.strip())
+
+
 def _report(ctx: click.Context, kind: str, message: str, hint: str | None, doc: dict[str, Any],
             exc: BaseException | None) -> None:
     obj = ctx.find_object(CliContext) or CliContext(out=Output(json_mode=_json_requested(ctx)))
     if obj.debug and exc is not None:
         traceback.print_exception(exc, file=sys.stderr)
+    message, hint = _one_line(message) or "", _one_line(hint)
+    doc = {**doc, "message": message, **({"hint": hint} if doc.get("hint") is not None else {})}
     obj.out.error(kind, message, hint, doc)
 
 

@@ -18,6 +18,8 @@ def load_env_file(path: Path) -> Environment:
         data = path.read_bytes()
     except OSError as exc:
         raise GreenticError(f"cannot read {path}: {exc.strerror}", hint="check the path") from None
+    except ValueError as exc:  # e.g. a NUL character in the path
+        raise GreenticError(f"cannot read {str(path)!r}: {exc}", hint="check the path") from None
     try:
         env = codec.load_environment(data)
     except DecodeError as exc:

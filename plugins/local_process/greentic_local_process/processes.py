@@ -124,8 +124,14 @@ def prepare(root: Path, revision: Revision) -> Path:
         raise ProviderError(f"revision {revision.revision_id} cannot run: {problems[0]}",
                             hint="stage a new revision with a command that exists here")
     directory = revision_dir(root, revision.revision_id)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # revisions/: 0700 too, not umask's
+    directory.mkdir(exist_ok=True, mode=0o700)
     return directory
+
+
+def open_log(path: Path):
+    """Open a log for appending, created 0600 (what a revision prints may be sensitive)."""
+    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab")
 
 
 def _rotate(path: Path, max_bytes: int) -> None:
@@ -153,7 +159,7 @@ def start(root: Path, revision: Revision, env_id: str, *, log_max_bytes: int) ->
     for name in ("stdout.log", "stderr.log"):
         _rotate(directory / name, log_max_bytes)
     argv = tuple(revision.workload.command)
-    with open(directory / "stdout.log", "ab") as out, open(directory / "stderr.log", "ab") as err:
+    with open_log(directory / "stdout.log") as out, open_log(directory / "stderr.log") as err:
         try:
             proc = subprocess.Popen(  # no shell: argv is executed directly
                 list(argv), cwd=revision.workload.working_dir or None, env=child_env,

@@ -158,7 +158,7 @@ def _log_tail(root: Path) -> str:
 def start_router(root: Path, *, max_body_bytes: int, progress: Progress) -> dict[str, Any]:
     directory = router_dir(root)
     (directory / "router.json").unlink(missing_ok=True)
-    log = open(directory / "router.log", "ab")
+    log = processes.open_log(directory / "router.log")
     with log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "greentic_local_process.router", "--state-dir", str(directory),

@@ -31,6 +31,9 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the body until the
+    # client's delayed ACK (~40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # keep logs quiet
         pass
