@@ -17,7 +17,18 @@ per request, with no task and no coroutine on the fast path:
   bodies re-chunked for HTTP/1.1 clients), one ``write`` per received segment;
 * flow control both ways: a full client send buffer pauses reading from the backend, a full
   backend send buffer pauses reading from the client, and a request body waiting for a
-  backend connection is buffered up to :data:`MAX_PENDING` before the client is paused.
+  backend connection is buffered up to :data:`MAX_PENDING` before the client is paused;
+* reusing parsed state: a keep-alive client that sends the same bytes as in its previous
+  segment, when that segment was exactly one whole bodyless request, gets the upstream head
+  built for it then (llhttp would make the same calls); routing, the weighted pick and the
+  counters still run for every request.
+
+An answer that goes out before the request body was all read (a backend answering early, a
+502, a 503) is followed by reading and dropping the rest of the body (up to the body limit,
+for :data:`DRAIN_TIMEOUT` s), so the connection stays usable. When the connection must close
+while the client may still be sending (413, ``Connection: close``), the close lingers: FIN
+first, input dropped for :data:`LINGER_TIMEOUT` s, so the client reads the answer instead of
+a reset.
 
 Pipelined requests are answered in order (a request that arrives before the previous answer
 is complete waits; reading from that client is paused meanwhile).
@@ -45,7 +56,8 @@ CRLF = b"\r\n"
 SEP = b": "
 LAST_CHUNK = b"0\r\n\r\n"
 MAX_PENDING = 256 * 1024  # request body bytes buffered while no backend connection is ready
-SMALL_DISCARD = 64 * 1024  # a refused request body up to this is read and dropped (keep-alive kept)
+DRAIN_TIMEOUT = 10.0  # an answer went out before the request body was read: seconds to read and drop the rest
+LINGER_TIMEOUT = 2.0  # closing while the client may still send: seconds to read and drop before the close
 
 # request headers the head builder looks at; every other header is copied as it came
 _HOP = frozenset({
@@ -111,10 +123,10 @@ class Exchange:
     """One request/response: parsed head, chosen backend, state of both directions."""
 
     __slots__ = (
-        "client", "state", "deployment", "route", "target", "method", "is_head", "http10", "keep_alive",
-        "head", "needs_host", "body", "body_total", "req_done", "out", "out_size", "sent_body",
+        "client", "route", "target", "method", "is_head", "http10", "keep_alive",
+        "head", "line_len", "needs_host", "body", "body_total", "req_done", "out", "out_size", "sent_body",
         "upstream", "connecting", "counted", "retried", "stale_retried", "started", "head_sent",
-        "close_after", "done", "local", "defer", "status", "expect",
+        "close_after", "done", "local", "status", "expect",
     )
 
     def __init__(self, client: ClientConn) -> None:
@@ -134,7 +146,6 @@ class Exchange:
         self.close_after = False
         self.done = False
         self.local: bytes | None = None
-        self.defer = False
         self.status = 0
         self.expect = False
 
@@ -148,6 +159,7 @@ class ClientConn(asyncio.Protocol):
     __slots__ = (
         "server", "proxy", "loop", "transport", "parser", "peer", "active", "queue", "parsing",
         "url", "headers", "in_head", "head_bytes", "idle_since", "closed", "pauses", "write_paused",
+        "drain_timer", "begun", "last", "tpl_data", "tpl",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -168,6 +180,13 @@ class ClientConn(asyncio.Protocol):
         self.closed = False
         self.pauses = 0
         self.write_paused = False
+        self.drain_timer: asyncio.TimerHandle | None = None
+        # reusing parsed state: a segment equal to the previous one, when that held exactly one
+        # whole bodyless request, parses the same: its upstream head is reused (see data_received)
+        self.begun = 0
+        self.last: tuple[Any, ...] | None = None
+        self.tpl_data = b""
+        self.tpl: tuple[Any, ...] = ()
 
     # ----------------------------------------------------------------------- transport events
 
@@ -175,7 +194,7 @@ class ClientConn(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0] if isinstance(peer, tuple) else str(peer or "")).encode()
-        self.idle_since = self.loop.time()
+        self.idle_since = self.server.now
         self.server.conns.add(self)
         if self.server.draining:
             self._shut()
@@ -183,6 +202,9 @@ class ClientConn(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self.server.conns.discard(self)
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
         ex = self.active
         self.active = None
         self.queue = None
@@ -199,8 +221,9 @@ class ClientConn(asyncio.Protocol):
                 up.abort()
 
     def eof_received(self) -> bool | None:
-        if self.active is not None:
-            self.active.close_after = True  # half-closed client: answer, then close
+        ex = self.active
+        if ex is not None and not ex.done:
+            ex.close_after = True  # half-closed client: answer, then close
             return True
         return None
 
@@ -225,6 +248,27 @@ class ClientConn(asyncio.Protocol):
             else:
                 self.transport.close()
 
+    def _linger(self) -> None:
+        """Close after an answer while the client may still be sending: FIN first, then read and
+        drop what still comes for a while, so the client reads the answer rather than a reset."""
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.transport
+        if self.pauses:
+            self.pauses = 0
+            transport.resume_reading()
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            transport.close()
+            return
+        self.loop.call_later(LINGER_TIMEOUT, transport.close)
+
+    def _drain_expired(self) -> None:
+        self.drain_timer = None
+        self._shut()
+
     def _pause(self, bit: int) -> None:
         if not self.pauses and not self.closed:
             self.transport.pause_reading()
@@ -239,6 +283,14 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        at_boundary = self.active is None and self.parsing is None and not self.in_head
+        if at_boundary and data == self.tpl_data:
+            # the same bytes as the previous segment, which was one whole bodyless request parsed
+            # from a message boundary: llhttp would make the same calls and end at a boundary again
+            self._replay(self.tpl)
+            return
+        self.begun = 0
+        self.last = None
         if self.in_head:
             self.head_bytes += len(data)
             if self.head_bytes > self.server.max_head:
@@ -267,7 +319,12 @@ class ClientConn(asyncio.Protocol):
             self._parse_error(str(exc))
             return
         ex = self.parsing
-        if ex is not None and ex.out:
+        if ex is None:
+            if (at_boundary and self.begun == 1 and self.last is not None and not self.in_head
+                    and data.find(b"\r\n\r\n") == len(data) - 4):
+                self.tpl_data = data  # exactly one whole request head, nothing after it
+                self.tpl = self.last
+        elif ex.out:
             up = ex.upstream
             if up is not None:
                 up.transport.write(b"".join(ex.out))
@@ -277,31 +334,38 @@ class ClientConn(asyncio.Protocol):
             elif ex.out_size > MAX_PENDING:
                 self._pause(_PAUSE_PENDING)
 
+    def _replay(self, tpl: tuple[Any, ...]) -> None:
+        ex = Exchange(self)
+        ex.method, ex.is_head, ex.http10, ex.keep_alive, ex.head, ex.line_len, ex.needs_host, host, path = tpl
+        ex.body = 0
+        ex.expect = False
+        ex.req_done = True
+        self._dispatch(ex, host, path, None)
+
     # ----------------------------------------------------------------------- parser callbacks
 
-    def on_message_begin(self) -> None:
-        if self.closed:
-            raise _Refuse(0, "closed")
-        self.in_head = True
-        self.head_bytes = 0
-        if self.active is not None:
-            self._pause(_PAUSE_PIPELINE)  # pipelining: parse what we have, read no more for now
-
     def on_url(self, url: bytes) -> None:
-        self.url = url if not self.url else self.url + url
-        if len(self.url) > self.server.max_line:
+        # the first callback of every request (llhttp needs a target): starts the request
+        if self.in_head:
+            url = self.url + url
+        else:
+            if self.closed:
+                raise _Refuse(0, "closed")
+            self.in_head = True
+            self.begun += 1
+            if self.active is not None:
+                self._pause(_PAUSE_PIPELINE)  # pipelining: parse what we have, read no more for now
+        self.url = url
+        if len(url) > self.server.max_line:
             raise _Refuse(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self.headers
-        headers.append((name, value))
-        if len(name) + len(value) + 2 > self.server.max_field:
-            raise _Refuse(431, "request header too large")
-        if len(headers) > self.server.max_headers:
-            raise _Refuse(431, "too many request headers")
+        # sizes are checked in on_headers_complete; data_received bounds the whole head meanwhile
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.head_bytes = 0
         parser = self.parser
         proxy = self.proxy
         ex = Exchange(self)
@@ -315,6 +379,10 @@ class ClientConn(asyncio.Protocol):
         headers = self.headers
         self.headers = []
         self.parsing = ex
+        server = self.server
+        if len(headers) > server.max_headers:
+            raise _Refuse(431, "too many request headers")
+        max_field = server.max_field
         if url[:1] == b"/" or url == b"*":
             path = url
         else:  # absolute-form target: forward the origin-form
@@ -329,17 +397,15 @@ class ClientConn(asyncio.Protocol):
         out: list[bytes] = [method, b" ", path, b" HTTP/1.1\r\n"]
         host = xff = length = tokens = None
         chunked = expect = xfp = xfh = False
-        drop: set[bytes] | None = None
+        filtered = False
         while True:
             for name, value in headers:
+                if len(name) + len(value) >= max_field:
+                    raise _Refuse(431, "request header too large")
                 lname = name.lower()
                 if lname not in _REQ_SPECIAL:
-                    if drop is None or lname not in drop:
-                        out += (name, SEP, value, CRLF)
-                    continue
-                if drop is not None and lname in drop and lname != b"host":
-                    continue
-                if lname == b"host":
+                    out += (name, SEP, value, CRLF)
+                elif lname == b"host":
                     host = value
                     out += (name, SEP, value, CRLF)
                 elif lname == b"content-length":
@@ -361,11 +427,13 @@ class ClientConn(asyncio.Protocol):
                     expect = value.strip().lower() == b"100-continue"
                 elif lname == b"connection":
                     tokens = value if tokens is None else tokens + b"," + value
-            if drop is None and tokens is not None:
-                drop = _connection_tokens(tokens)
+            if not filtered and tokens is not None and tokens.lower() not in _CONNECTION_PLAIN:
+                drop = _connection_tokens(tokens) - {b"host"}
                 if drop:  # headers named in Connection are hop-by-hop too: build again without them
+                    filtered = True
+                    headers = [(n, v) for n, v in headers if n.lower() not in drop]
                     out = [method, b" ", path, b" HTTP/1.1\r\n"]
-                    host = xff = length = None
+                    host = xff = length = tokens = None
                     chunked = expect = xfp = xfh = False
                     continue
             break
@@ -383,25 +451,34 @@ class ClientConn(asyncio.Protocol):
         else:
             ex.body = 0
         out.append(CRLF)
-        ex.head = out
-        ex.needs_host = host is None
-        ex.expect = expect and ex.body != 0
-
-        state = proxy.state  # this request's table, whatever reloads happen meanwhile
-        ex.state = state
-        deployment = state.table.route(host.decode("latin-1") if host is not None else None,
-                                       path.decode("latin-1"))
-        if deployment is None:
-            proxy.unrouted += 1
-            self._local(ex, 503, {"error": "no routable revision", "deployment_id": None}, length)
+        head = ex.head = b"".join(out)
+        line_len = ex.line_len = len(method) + len(path) + 12  # "METHOD PATH HTTP/1.1\r\n"
+        needs_host = ex.needs_host = host is None
+        if ex.body == 0:
+            self.last = (method, ex.is_head, ex.http10, ex.keep_alive, head, line_len, needs_host, host, path)
         else:
-            ex.deployment = deployment
-            route = ex.route = state.routes[deployment.deployment_id]
+            ex.expect = expect
+        self._dispatch(ex, host, path, length)
+
+    def _dispatch(self, ex: Exchange, host: bytes | None, path: bytes, length: bytes | None) -> None:
+        """Route and pick for a parsed request head, then start it or queue it (pipelining)."""
+        proxy = self.proxy
+        state = proxy.state  # this request's table, whatever reloads happen meanwhile
+        route = state.single
+        if route is None:
+            deployment = state.table.route(host.decode("latin-1") if host is not None else None,
+                                           path.decode("latin-1"))
+            route = state.routes[deployment.deployment_id] if deployment is not None else None
+        if route is None:
+            proxy.unrouted += 1
+            self._local(ex, 503, {"error": "no routable revision", "deployment_id": None})
+        else:
+            ex.route = route
             target = route.pick()
             if target is None:
                 proxy.unrouted += 1
                 self._local(ex, 503, {"error": "no routable revision",
-                                      "deployment_id": deployment.deployment_id}, length)
+                                      "deployment_id": route.deployment.deployment_id})
             elif ex.body == 1 and int(length) > proxy.max_body:
                 ex.local = json_answer(413, {"error": "request body too large", "limit_bytes": proxy.max_body},
                                        close=True)
@@ -440,11 +517,11 @@ class ClientConn(asyncio.Protocol):
             return
         ex.req_done = True
         if ex.done:
+            if ex is self.active:  # answered before its body was all read: now drained, go on
+                self._next(ex)
             return
-        if ex.local is not None:
+        if ex.local is not None:  # a queued local answer: the body was dropped
             ex.out.clear()
-            if ex is self.active and ex.defer:
-                self._answer_local(ex)
             return
         if ex.body == 2:
             ex.out.append(LAST_CHUNK)
@@ -454,23 +531,21 @@ class ClientConn(asyncio.Protocol):
             ex.out.clear()
             ex.out_size = 0
             ex.sent_body = True
-        self._resume(_PAUSE_PENDING)
+        if self.pauses:
+            self._resume(_PAUSE_PENDING)
 
     # ----------------------------------------------------------------------- exchange flow
 
-    def _local(self, ex: Exchange, status: int, payload: dict[str, Any], length: bytes | None) -> None:
-        """A local answer (503): keep the connection when the body is absent or small enough to drop."""
-        small = ex.body == 0 or (ex.body == 1 and length is not None and int(length) <= SMALL_DISCARD)
-        close = not small or not ex.keep_alive
+    def _local(self, ex: Exchange, status: int, payload: dict[str, Any]) -> None:
+        """A local answer (503); a request body is then read and dropped (see :meth:`_next`)."""
+        close = not ex.keep_alive
         ex.local = json_answer(status, payload, close=close, keep_alive_10=ex.http10 and not close)
         ex.close_after = close
-        ex.defer = ex.body != 0 and small  # answer once the dropped body has been read
 
     def _start(self, ex: Exchange, fresh: bool = False) -> None:
         """``ex`` became the active exchange: answer locally or send it to its backend."""
         if ex.local is not None:
-            if not ex.defer or ex.req_done:
-                self._answer_local(ex)
+            self._answer_local(ex)
             return
         if ex.expect:
             ex.expect = False
@@ -494,25 +569,33 @@ class ClientConn(asyncio.Protocol):
 
     def _bind(self, ex: Exchange, up: UpstreamConn) -> None:
         ex.upstream = up
-        up.begin(ex)
+        up.ex = ex
+        up.got = False
+        up.in_body = False
+        if up.server.read_timeout:
+            up.last_read = self.loop.time()
         if self.write_paused:
             up.pause()
         head = ex.head
         if ex.needs_host:
-            head = [*head[:4], ex.target.host_line, *head[4:]]
+            line_len = ex.line_len
+            head = head[:line_len] + ex.target.host_line + head[line_len:]
         if ex.out:
-            data = b"".join(head + ex.out)
+            ex.out.insert(0, head)
+            head = b"".join(ex.out)
             ex.out.clear()
             ex.out_size = 0
             ex.sent_body = True
-        else:
-            data = b"".join(head)
-        up.transport.write(data)
-        self._resume(_PAUSE_PENDING)
+        up.transport.write(head)
+        if self.pauses:
+            self._resume(_PAUSE_PENDING)
 
     def _connect(self, ex: Exchange) -> None:
         ex.connecting = True
-        self.loop.create_task(self._connect_task(ex, ex.target))
+        task = self.loop.create_task(self._connect_task(ex, ex.target))
+        tasks = self.server.tasks  # a reference until it is done (the loop keeps only weak ones)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _connect_task(self, ex: Exchange, target: Any) -> None:
         server = self.server
@@ -556,20 +639,35 @@ class ClientConn(asyncio.Protocol):
         """Answer a failed exchange (no response head sent yet) with a JSON 502/504."""
         log.warning("%s %s -> %s", status, target.revision_id, detail)
         ex.done = True
-        close = not ex.keep_alive or not ex.req_done
+        close = not ex.keep_alive
         self.transport.write(json_answer(
             status, {"error": "bad gateway" if status == 502 else "gateway timeout", "detail": detail,
-                     "deployment_id": ex.deployment.deployment_id, "revision_id": target.revision_id},
+                     "deployment_id": ex.route.deployment.deployment_id, "revision_id": target.revision_id},
             revision_line=target.rev_line, close=close, keep_alive_10=ex.http10 and not close))
         ex.close_after = close
         self._next(ex)
 
     def _next(self, ex: Exchange) -> None:
-        """``ex`` is over (answered, or failed): go on with the next request or close."""
-        self.active = None
+        """``ex`` is answered (or failed): go on with the next request, or close."""
         if self.closed:
+            self.active = None
             return
-        self._resume(_PAUSE_UPSTREAM)
+        if self.pauses:
+            self._resume(_PAUSE_UPSTREAM | _PAUSE_PENDING)
+        if not ex.req_done:
+            if ex.close_after or self.server.draining:
+                self.active = None
+                self._linger()
+                return
+            # the answer went out before the request body was all read (an early answer from the
+            # backend, a 502, a 503): read the rest and drop it, then go on (on_message_complete)
+            if self.drain_timer is None:
+                self.drain_timer = self.loop.call_later(DRAIN_TIMEOUT, self._drain_expired)
+            return
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
+        self.active = None
         if ex.close_after or self.server.draining:
             self._shut()
             return
@@ -579,8 +677,9 @@ class ClientConn(asyncio.Protocol):
             self.active = nxt
             self._start(nxt)
             return
-        self.idle_since = self.loop.time()
-        self._resume(_PAUSE_PIPELINE)
+        self.idle_since = self.server.now  # coarse clock: the keep-alive sweep runs once a second
+        if self.pauses:
+            self._resume(_PAUSE_PIPELINE)
 
     # ----------------------------------------------------------------------- errors
 
@@ -614,13 +713,18 @@ class ClientConn(asyncio.Protocol):
             ex.upstream = None
             up.ex = None
             up.abort()
-        if ex.head_sent or ex.done and ex.local is None:
+        if ex.done:  # answered already, the rest of the body was being dropped: stop reading it
+            self.active = None
+            self._linger()
+            return
+        if ex.head_sent:  # the answer is streaming: it cannot be completed any more
             self._shut(abort=True)
             return
         ex.done = True
+        self.active = None
         self.transport.write(json_answer(413, {"error": "request body too large",
                                                "limit_bytes": self.proxy.max_body}, close=True))
-        self._shut()
+        self._linger()
 
     def _parse_error(self, reason: str) -> None:
         ex = self.parsing
@@ -658,7 +762,7 @@ class UpstreamConn(asyncio.Protocol):
 
     __slots__ = (
         "server", "pool", "key", "transport", "parser", "ex", "headers", "reason", "got", "closed",
-        "reused", "idle_since", "paused", "chunk_out", "eof_body", "skip", "last_read", "in_body",
+        "reused", "idle_since", "paused", "chunk_out", "eof_body", "skip", "last_read", "in_body", "head_bytes",
     )
 
     def __init__(self, server: ProxyServer, key: tuple[str, int]) -> None:
@@ -679,14 +783,8 @@ class UpstreamConn(asyncio.Protocol):
         self.eof_body = False
         self.skip = False
         self.in_body = False
+        self.head_bytes = 0
         self.last_read = 0.0
-
-    def begin(self, ex: Exchange) -> None:
-        self.ex = ex
-        self.got = False
-        self.in_body = False
-        if self.server.read_timeout:
-            self.last_read = self.server.loop.time()
 
     def pause(self) -> None:
         if not self.paused and not self.closed:
@@ -728,6 +826,11 @@ class UpstreamConn(asyncio.Protocol):
         self.got = True
         if self.server.read_timeout:
             self.last_read = self.server.loop.time()
+        if not self.in_body:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.server.max_head:
+                self._broken(ex, "response header block too large")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -767,6 +870,7 @@ class UpstreamConn(asyncio.Protocol):
             # a pooled connection the backend had closed meanwhile: once more on a fresh one
             ex.stale_retried = True
             target.stats.in_flight -= 1
+            target.stats.retries += 1
             ex.counted = False
             client._start(ex, fresh=True)
             return
@@ -779,24 +883,22 @@ class UpstreamConn(asyncio.Protocol):
 
     # ----------------------------------------------------------------------- parser callbacks
 
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.reason = b""
-
     def on_status(self, reason: bytes) -> None:
         self.reason = reason if not self.reason else self.reason + reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self.headers
-        headers.append((name, value))
-        if len(name) + len(value) + 2 > self.server.max_field or len(headers) > self.server.max_headers * 2:
-            raise _Refuse(502, "response header block too large")
+        self.headers.append((name, value))  # the head's size is bounded in data_received
 
     def on_headers_complete(self) -> None:
         ex = self.ex
         if ex is None:  # pragma: no cover
             return
         status = self.parser.get_status_code()
+        headers = self.headers
+        reason = self.reason
+        self.headers = []
+        self.reason = b""
+        self.head_bytes = 0
         if status < 200:
             if status == 101:
                 raise _Refuse(502, "unexpected protocol switch")
@@ -805,33 +907,33 @@ class UpstreamConn(asyncio.Protocol):
         ex.status = status
         client = ex.client
         target = ex.target
-        out: list[bytes] = [_status_prefix(status), self.reason, CRLF]
+        out: list[bytes] = [_STATUS_PREFIX.get(status) or _status_prefix(status), reason, CRLF]
         length = tokens = None
-        chunked = False
-        drop: set[bytes] | None = None
+        chunked = filtered = False
         while True:
-            for name, value in self.headers:
+            for name, value in headers:
                 lname = name.lower()
                 if lname not in _RESP_SPECIAL:
-                    if drop is None or lname not in drop:
-                        out += (name, SEP, value, CRLF)
+                    out += (name, SEP, value, CRLF)
                 elif lname == b"content-length":
                     length = value
                 elif lname == b"transfer-encoding":
                     chunked = True
                 elif lname == b"connection":
                     tokens = value if tokens is None else tokens + b"," + value
-            if drop is None and tokens is not None:
+            if not filtered and tokens is not None and tokens.lower() not in _CONNECTION_PLAIN:
                 drop = _connection_tokens(tokens)
-                if drop:
-                    out = [_status_prefix(status), self.reason, CRLF]
-                    length = None
+                if drop:  # headers named in Connection are hop-by-hop too: build again without them
+                    filtered = True
+                    headers = [(n, v) for n, v in headers if n.lower() not in drop]
+                    out = [_status_prefix(status), reason, CRLF]
+                    length = tokens = None
                     chunked = False
                     continue
             break
         out.append(target.rev_line)
         no_body = ex.is_head or status == 204 or status == 304
-        close = ex.close_after or not ex.keep_alive or not ex.req_done or client.server.draining
+        close = ex.close_after or not ex.keep_alive or client.server.draining
         self.chunk_out = False
         self.eof_body = False
         if no_body:
@@ -904,7 +1006,6 @@ class UpstreamConn(asyncio.Protocol):
         if self.paused:
             self.resume()
         if reusable and ex.req_done and not self.closed:
-            self.reused = True
             self.pool.release(self)
         else:
             self.abort()
@@ -954,8 +1055,8 @@ class UpstreamConn(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections per backend address, most recently used first."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_idle: int = 1024, idle_timeout: float = 30.0) -> None:
-        self.loop = loop
+    def __init__(self, server: ProxyServer, *, max_idle: int = 1024, idle_timeout: float = 30.0) -> None:
+        self.server = server
         self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
@@ -965,6 +1066,7 @@ class UpstreamPool:
         while conns:
             up = conns.pop()
             if not up.closed:
+                up.reused = True  # it may have been closed by the backend meanwhile (a stale one)
                 return up
         return None
 
@@ -975,7 +1077,7 @@ class UpstreamPool:
         if len(conns) >= self.max_idle:
             up.abort()
             return
-        up.idle_since = self.loop.time()
+        up.idle_since = self.server.now
         conns.append(up)
 
     def discard(self, up: UpstreamConn) -> None:
@@ -1012,6 +1114,9 @@ class ProxyServer:
         self.bounds = bounds
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout or 0.0
+        # idle connections and silent backends are looked for at this interval (a read timeout
+        # fires between read_timeout and read_timeout + interval)
+        self.sweep_interval = min(1.0, max(0.05, self.read_timeout / 4)) if self.read_timeout else 1.0
         self.keepalive_timeout = keepalive_timeout
         self.max_line = max_line
         self.max_field = max_field
@@ -1019,7 +1124,9 @@ class ProxyServer:
         self.max_head = max_line + max_headers * (max_field + 4) + 4
         self.backlog = backlog
         self.conns: set[ClientConn] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # backend connections being made
         self.draining = False
+        self.now = 0.0  # loop.time() at the last sweep: the coarse clock of idle connections
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.pool: UpstreamPool = None  # type: ignore[assignment]
         self.server: asyncio.base_events.Server | None = None
@@ -1027,12 +1134,13 @@ class ProxyServer:
 
     async def start(self, sock: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
-        self.pool = UpstreamPool(self.loop)
+        self.now = self.loop.time()
+        self.pool = UpstreamPool(self)
         self.server = await self.loop.create_server(lambda: ClientConn(self), sock=sock, backlog=self.backlog)
-        self._sweeper = self.loop.call_later(1.0, self._sweep)
+        self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
 
     def _sweep(self) -> None:
-        now = self.loop.time()
+        now = self.now = self.loop.time()
         keepalive = self.keepalive_timeout
         read_timeout = self.read_timeout
         for conn in list(self.conns):
@@ -1045,7 +1153,7 @@ class ProxyServer:
                 if up is not None and now - up.last_read > read_timeout:
                     self._read_timed_out(ex, up)
         self.pool.sweep(now)
-        self._sweeper = self.loop.call_later(1.0, self._sweep)
+        self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
 
     def _read_timed_out(self, ex: Exchange, up: UpstreamConn) -> None:
         up.ex = None
@@ -1078,5 +1186,7 @@ class ProxyServer:
             conn._shut(abort=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in list(self.tasks):
+            task.cancel()
         self.pool.close()
         await asyncio.sleep(0)

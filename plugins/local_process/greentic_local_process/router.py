@@ -6,13 +6,21 @@ on the table's ``listen`` address and on an admin port on 127.0.0.1, and once bo
 writes ``DIR/router.json`` (``pid``, ``listen``, ``admin``, ``generation``, ``started_at``,
 ``workers``) atomically; it removes that file when it exits.
 
-Proxying: the request and response bodies are streamed (a response of known length up to
-64 KiB is relayed in one piece); hop-by-hop headers are dropped in both directions;
-``X-Forwarded-For`` is appended to, ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are set;
-the answering revision is named in ``X-Greentic-Revision``. 503 (JSON) when no deployment
-matches or the deployment has no routable revision, 413 above the body limit, 502 (JSON) when
-the backend cannot be reached (a connect failure is retried once on another revision of the
-same deployment when no request body was sent yet), 504 on a backend read timeout.
+Proxying (the data plane, :mod:`greentic_local_process.proxy_protocol`: an HTTP/1.1 proxy on
+``asyncio.Protocol`` parsing with httptools/llhttp, keep-alive connections to the backends
+pooled per address): the request and response bodies are streamed as they arrive
+(``Content-Length`` bodies unchanged, chunked ones re-chunked); hop-by-hop headers, and
+headers named in ``Connection``, are dropped in both directions; ``X-Forwarded-For`` is
+appended to, ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are set; the answering revision is
+named in ``X-Greentic-Revision``. 503 (JSON) when no deployment matches or the deployment has
+no routable revision, 413 above the body limit, 400/414/431 for malformed or oversized request
+heads, 502 (JSON) when the backend cannot be reached (a connect failure is retried once on
+another revision of the same deployment; a pooled connection the backend had closed is
+retried once on a fresh one when the request has no body), 504 on a backend read timeout.
+Pipelined requests are answered in order.
+
+The proxy processes run on uvloop when it is installed (``--event-loop auto``, the default;
+the ``uvloop`` extra), else on asyncio's loop; ``/status`` names it in ``event_loop``.
 
 Admin API (127.0.0.1 only): ``GET /status``, ``POST /reload`` (re-read the table file; a bad
 table is refused with 400 and the old one keeps serving; a changed listen address or an older
@@ -32,14 +40,14 @@ every worker, and ``/status`` sums the workers' counters (histograms merged buck
 Each worker balances on its own, so the split is exact per worker and within
 ``workers * period`` picks overall.
 
-Standalone on purpose: the standard library, aiohttp and attrs only (no greentic_core).
+Standalone on purpose: the standard library, aiohttp (admin port, supervisor), httptools (data
+plane), attrs and optionally uvloop only (no greentic_core).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import json
 import logging
 import os
@@ -56,9 +64,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
+from .proxy_protocol import ProxyServer
 from .table import Deployment, RouterTable, SmoothWeightedRoundRobin, TableError, parse_address, parse_table
 
 log = logging.getLogger("greentic.router")
@@ -67,12 +74,7 @@ TABLE_FILE = "router-table.json"
 STATE_FILE = "router.json"
 REVISION_HEADER = "X-Greentic-Revision"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
-BUFFER_LIMIT = 64 * 1024  # responses of known length up to this are relayed in one piece
 
-HOP_BY_HOP = (
-    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
-    "Transfer-Encoding", "Upgrade", "Proxy-Connection",
-)
 COUNTERS = ("in_flight", "completed", "errors", "upstream_5xx", "retries", "client_aborts")
 
 
@@ -132,14 +134,17 @@ class RevisionStats:
 
 
 class Target:
-    """A routable backend as the proxy uses it: precomputed base URL and its counters."""
+    """A routable backend as the proxy uses it: address, precomputed header lines, counters."""
 
-    __slots__ = ("revision_id", "base", "stats", "address")
+    __slots__ = ("revision_id", "address", "host", "port", "key", "rev_line", "host_line", "stats")
 
     def __init__(self, revision_id: str, address: str, stats: RevisionStats) -> None:
         self.revision_id = revision_id
         self.address = address
-        self.base = f"http://{address}"
+        self.host, self.port = parse_address(address, "address")
+        self.key = (self.host, self.port)  # the backend connection pool's key: survives reloads
+        self.rev_line = f"{REVISION_HEADER}: {revision_id}\r\n".encode("latin-1", "replace")
+        self.host_line = f"Host: {address}\r\n".encode("latin-1", "replace")  # for a request without Host
         self.stats = stats
 
 
@@ -176,7 +181,7 @@ class DeploymentRoute:
 class RoutingState:
     """Everything a request needs, built once per table; swapped as one reference on reload."""
 
-    __slots__ = ("table", "routes", "loaded_at")
+    __slots__ = ("table", "routes", "single", "loaded_at")
 
     def __init__(self, table: RouterTable, stats: dict[str, RevisionStats],
                  previous: RoutingState | None = None) -> None:
@@ -187,73 +192,17 @@ class RoutingState:
         before = previous.routes if previous is not None else {}
         self.routes = {dep.deployment_id: DeploymentRoute(dep, stats, before.get(dep.deployment_id))
                        for dep in table.deployments}
+        # one deployment takes every request (RouterTable.route): no need to look at host and path
+        self.single = self.routes[table.deployments[0].deployment_id] if len(table.deployments) == 1 else None
         self.loaded_at = time.time()
 
 
 # --------------------------------------------------------------------------- proxy
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _Body:
-    """The request body as an async iterator for the upstream request, counting and limiting."""
-
-    __slots__ = ("content", "limit", "started", "too_large", "client_failed")
-
-    def __init__(self, content: Any, limit: int) -> None:
-        self.content = content
-        self.limit = limit
-        self.started = False
-        self.too_large = False
-        self.client_failed = False
-
-    async def chunks(self) -> Any:
-        self.started = True
-        total = 0
-        readany = self.content.readany
-        limit = self.limit
-        while True:
-            try:
-                chunk = await readany()
-            except Exception:
-                self.client_failed = True  # the client went away (or sent garbage) mid-upload
-                raise
-            if not chunk:
-                return
-            total += len(chunk)
-            if total > limit:
-                self.too_large = True
-                raise _BodyTooLarge()
-            yield chunk
-
-
-def _json_response(status: int, body: dict[str, Any], revision_id: str | None = None,
-                   close: bool = False) -> web.Response:
-    headers = {"Content-Type": "application/json"}
-    if revision_id is not None:
-        headers[REVISION_HEADER] = revision_id
-    response = web.Response(status=status, body=json.dumps(body).encode(), headers=headers)
-    if close:
-        response.force_close()
-    return response
-
-
-def _strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
-    connection = headers.getall("Connection", None)
-    for name in HOP_BY_HOP:
-        headers.popall(name, None)
-    if connection:
-        for value in connection:
-            for token in value.split(","):
-                token = token.strip()
-                if token:
-                    headers.popall(token, None)
-
-
 class Proxy:
-    """The request path: route, pick, forward, relay, count."""
+    """What the request path reads: the routing state (swapped whole on reload), the counters
+    and the limits. The request path itself is :mod:`greentic_local_process.proxy_protocol`."""
 
     def __init__(self, table: RouterTable, *, max_body: int, connect_timeout: float,
                  read_timeout: float | None, trust_forwarded: bool) -> None:
@@ -261,25 +210,10 @@ class Proxy:
         self.state = RoutingState(table, self.stats)
         self.max_body = max_body
         self.trust_forwarded = trust_forwarded
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self.unrouted = 0  # 503 answers
         self.reloads = 0
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self.session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0,
-                                         ttl_dns_cache=None, enable_cleanup_closed=False)
-        self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            timeout=self._timeout, trust_env=False, raise_for_status=False,
-        )
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
 
     def swap(self, table: RouterTable) -> None:
         """Install a new table: one reference assignment, so no request sees half of it."""
@@ -291,174 +225,6 @@ class Proxy:
 
     def snapshot(self) -> dict[str, Any]:
         return {"unrouted": self.unrouted, "revisions": {r: s.snapshot() for r, s in self.stats.items()}}
-
-    # ----------------------------------------------------------------------- request path
-
-    def _forward_headers(self, request: web.BaseRequest, headers_in: Any) -> CIMultiDict[str]:
-        out: CIMultiDict[str] = CIMultiDict(headers_in)
-        _strip_hop_by_hop(out)
-        out.popall("Expect", None)
-        peer = request.remote or ""
-        previous = out.popall("X-Forwarded-For", None)
-        out["X-Forwarded-For"] = ", ".join(previous) + ", " + peer if previous else peer
-        trust = self.trust_forwarded
-        if not trust or "X-Forwarded-Proto" not in out:
-            out["X-Forwarded-Proto"] = "http"
-        host = headers_in.get("Host")
-        if host is not None and (not trust or "X-Forwarded-Host" not in out):
-            out["X-Forwarded-Host"] = host
-        return out
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        state = self.state  # this request's table, whatever reloads happen meanwhile
-        headers_in = request.headers
-        path = request.raw_path
-        deployment = state.table.route(headers_in.get("Host"), path)
-        if deployment is None:
-            self.unrouted += 1
-            return _json_response(503, {"error": "no routable revision", "deployment_id": None})
-        route = state.routes[deployment.deployment_id]
-        target = route.pick()
-        if target is None:
-            self.unrouted += 1
-            return _json_response(503, {"error": "no routable revision",
-                                        "deployment_id": deployment.deployment_id})
-        has_body = request.body_exists
-        if has_body:
-            length = request.content_length
-            if length is not None and length > self.max_body:
-                return _json_response(413, {"error": "request body too large", "limit_bytes": self.max_body},
-                                      close=True)
-            expect = headers_in.get("Expect")
-            if expect is not None and expect.lower() == "100-continue":
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not path.startswith("/"):
-            path = request.rel_url.path_qs  # absolute-form request target
-        forward = self._forward_headers(request, headers_in)
-        method = request.method
-        session = self.session
-        assert session is not None
-        loop = self._loop
-        assert loop is not None
-        retried = False
-        while True:
-            body = _Body(request.content, self.max_body) if has_body else None
-            stats = target.stats
-            stats.in_flight += 1
-            started = loop.time()
-            try:
-                upstream = await session.request(
-                    method, URL(target.base + path, encoded=True), headers=forward,
-                    data=body.chunks() if body is not None else None, allow_redirects=False,
-                )
-            except Exception as exc:  # noqa: BLE001 - each failure becomes an HTTP answer
-                stats.in_flight -= 1
-                if body is not None and body.too_large:
-                    return _json_response(413, {"error": "request body too large", "limit_bytes": self.max_body},
-                                          close=True)
-                if body is not None and body.client_failed:
-                    stats.client_aborts += 1
-                    return _json_response(400, {"error": "request body incomplete"}, close=True)
-                connect_failed = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
-                stale = isinstance(exc, aiohttp.ServerDisconnectedError) and body is None
-                stats.errors += 1
-                if not retried and (body is None or not body.started) and (connect_failed or stale):
-                    other = route.pick_other(target) if connect_failed else route.pick()
-                    if other is not None:
-                        retried = True
-                        other.stats.retries += 1
-                        target = other
-                        continue
-                return self._failure(exc, deployment, target)
-            try:
-                response = await self._relay(request, upstream, target, method)
-            except _Aborted as aborted:
-                stats.in_flight -= 1
-                if aborted.by_client:
-                    stats.client_aborts += 1
-                else:
-                    stats.errors += 1
-                return aborted.response
-            except Exception as exc:  # noqa: BLE001
-                stats.in_flight -= 1
-                stats.errors += 1
-                upstream.close()
-                return self._failure(exc, deployment, target)
-            stats.in_flight -= 1
-            stats.completed += 1
-            if upstream.status >= 500:
-                stats.upstream_5xx += 1
-            stats.hist[bisect.bisect_left(BOUNDS, loop.time() - started)] += 1
-            return response
-
-    def _failure(self, exc: BaseException, deployment: Deployment, target: Target) -> web.Response:
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            status, error = 502, f"could not connect to {target.address} in time"
-        elif isinstance(exc, aiohttp.ClientConnectorError):
-            status, error = 502, f"could not connect to {target.address}: {exc.os_error.strerror or exc}"
-        elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-            status, error = 504, f"{target.address} did not answer in time"
-        else:
-            status, error = 502, f"{target.address} failed: {type(exc).__name__}: {exc}"
-        log.warning("%s %s -> %s", status, target.revision_id, error)
-        return _json_response(status, {"error": "bad gateway" if status == 502 else "gateway timeout",
-                                       "detail": error, "deployment_id": deployment.deployment_id,
-                                       "revision_id": target.revision_id}, target.revision_id)
-
-    async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, target: Target,
-                     method: str) -> web.StreamResponse:
-        headers: CIMultiDict[str] = CIMultiDict(upstream.headers)
-        _strip_hop_by_hop(headers)
-        headers[REVISION_HEADER] = target.revision_id
-        status = upstream.status
-        if method == "HEAD" or status in (204, 304):
-            upstream.release()
-            return web.Response(status=status, reason=upstream.reason, headers=headers)
-        length = upstream.content_length
-        if length is not None and length <= BUFFER_LIMIT:
-            body = await upstream.read()
-            return web.Response(status=status, reason=upstream.reason, headers=headers, body=body)
-        out = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
-        try:
-            await out.prepare(request)
-        except ConnectionError:
-            upstream.close()
-            raise _Aborted(out, by_client=True) from None
-        readany = upstream.content.readany
-        while True:
-            try:
-                chunk = await readany()
-            except Exception as exc:  # noqa: BLE001 - the backend broke off mid-body
-                log.warning("%s broke off mid-response: %s: %s", target.revision_id, type(exc).__name__, exc)
-                upstream.close()
-                _abort(request)
-                raise _Aborted(out, by_client=False) from None
-            if not chunk:
-                break
-            try:
-                await out.write(chunk)
-            except ConnectionError:
-                upstream.close()
-                raise _Aborted(out, by_client=True) from None
-        upstream.release()
-        try:
-            await out.write_eof()
-        except ConnectionError:
-            raise _Aborted(out, by_client=True) from None
-        return out
-
-
-class _Aborted(Exception):
-    def __init__(self, response: web.StreamResponse, *, by_client: bool) -> None:
-        self.response = response
-        self.by_client = by_client
-
-
-def _abort(request: web.BaseRequest) -> None:
-    """Cut the client connection so a truncated body cannot look complete."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
 
 
 # --------------------------------------------------------------------------- status
@@ -600,33 +366,24 @@ def check_reload(current: RouterTable, new: RouterTable) -> None:
 # --------------------------------------------------------------------------- serving
 
 
-def _proxy_server(proxy: Proxy, args: argparse.Namespace) -> web.Server:
-    return web.Server(
-        proxy.handle, access_log=None, keepalive_timeout=args.keepalive_timeout,
-        max_line_size=args.max_line_size, max_field_size=args.max_field_size, max_headers=args.max_headers,
-        auto_decompress=False,
-    )
-
-
 class _Serving:
-    """A bound proxy listener plus its aiohttp runner."""
+    """The bound proxy listener: :class:`~greentic_local_process.proxy_protocol.ProxyServer`."""
 
     def __init__(self, proxy: Proxy, args: argparse.Namespace) -> None:
         self.proxy = proxy
         self.args = args
-        self.runner: web.ServerRunner | None = None
+        self.server = ProxyServer(
+            proxy, bounds=BOUNDS, connect_timeout=proxy.connect_timeout, read_timeout=proxy.read_timeout,
+            keepalive_timeout=args.keepalive_timeout, max_line=args.max_line_size,
+            max_field=args.max_field_size, max_headers=args.max_headers, backlog=args.backlog,
+        )
 
     async def start(self, sock: socket.socket) -> None:
-        await self.proxy.open()
-        self.runner = web.ServerRunner(_proxy_server(self.proxy, self.args), shutdown_timeout=self.args.shutdown_timeout)
-        await self.runner.setup()
-        await web.SockSite(self.runner, sock).start()
+        await self.server.start(sock)
 
     async def stop(self) -> None:
         """Stop accepting, wait for requests in flight (bounded), then close idle connections."""
-        if self.runner is not None:
-            await self.runner.cleanup()
-        await self.proxy.close()
+        await self.server.stop(self.args.shutdown_timeout)
 
 
 def _admin_app(routes: list[web.RouteDef]) -> web.Application:
@@ -679,6 +436,7 @@ async def run_single(args: argparse.Namespace) -> int:
 
     def current_extra() -> dict[str, Any]:
         return {"listen": listen, "admin": admin_address, "started_at": started_at, "workers": 1,
+                "event_loop": event_loop_name(args.event_loop),
                 "reloads": proxy.reloads, "loaded_at": datetime.fromtimestamp(
                     proxy.state.loaded_at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
 
@@ -741,8 +499,8 @@ async def run_single(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _install_signals(stop, on_hup)
     write_state()
-    log.info("router pid %s for env %s listening on %s (admin %s), table generation %s",
-             os.getpid(), table.env_id, listen, admin_address, table.generation)
+    log.info("router pid %s for env %s listening on %s (admin %s), table generation %s, event loop: %s",
+             os.getpid(), table.env_id, listen, admin_address, table.generation, event_loop_name(args.event_loop))
     for warning in table.warnings:
         log.warning("table: %s", warning)
     _settle_gc()
@@ -865,7 +623,8 @@ class _Supervisor:
                 "--connect-timeout", str(a.connect_timeout), "--read-timeout", str(a.read_timeout),
                 "--shutdown-timeout", str(a.shutdown_timeout), "--keepalive-timeout", str(a.keepalive_timeout),
                 "--max-line-size", str(a.max_line_size), "--max-field-size", str(a.max_field_size),
-                "--max-headers", str(a.max_headers), "--backlog", str(a.backlog), "--log-level", a.log_level]
+                "--max-headers", str(a.max_headers), "--backlog", str(a.backlog), "--log-level", a.log_level,
+                "--event-loop", a.event_loop]
         if a.table:
             argv += ["--table", str(a.table)]
         if a.trust_forwarded_headers:
@@ -977,6 +736,7 @@ async def run_supervisor(args: argparse.Namespace) -> int:
     async def status(_request: web.Request) -> web.Response:
         counters = await sup.counters()
         extra = {"listen": listen, "admin": admin_address, "started_at": started_at, "workers": args.workers,
+                 "event_loop": event_loop_name(args.event_loop),
                  "reloads": sup.reloads, "worker_pids": [p.pid for p in sup.procs]}
         return web.json_response(build_status(sup.table, counters, extra))
 
@@ -1019,8 +779,9 @@ async def run_supervisor(args: argparse.Namespace) -> int:
 
     _install_signals(stop, on_hup)
     write_state()
-    log.info("router pid %s for env %s listening on %s with %d workers (admin %s), table generation %s",
-             os.getpid(), table.env_id, listen, args.workers, admin_address, table.generation)
+    log.info("router pid %s for env %s listening on %s with %d workers (admin %s), table generation %s, "
+             "event loop: %s", os.getpid(), table.env_id, listen, args.workers, admin_address, table.generation,
+             event_loop_name(args.event_loop))
 
     async def watch() -> None:
         while not stop.is_set():
@@ -1073,6 +834,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy processes sharing the listen port (SO_REUSEPORT); the admin port sums their counters")
     p.add_argument("--trust-forwarded-headers", action="store_true",
                    help="keep incoming X-Forwarded-Proto/-Host (behind another trusted proxy)")
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"],
+                   default=os.environ.get("GREENTIC_ROUTER_EVENT_LOOP", "auto"),
+                   help="event loop of the proxy processes (auto: uvloop when installed; "
+                        "default from GREENTIC_ROUTER_EVENT_LOOP)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker-listen", help=argparse.SUPPRESS)
@@ -1088,10 +853,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _raise_fd_limit()
     if args.worker_index is not None:
-        return asyncio.run(run_worker(args))
+        return _run(run_worker(args), args.event_loop)
     if args.workers > 1:
-        return asyncio.run(run_supervisor(args))
-    return asyncio.run(run_single(args))
+        return _run(run_supervisor(args), "asyncio")  # the supervisor only serves the admin port
+    return _run(run_single(args), args.event_loop)
+
+
+def _loop_factory(choice: str, quiet: bool = False) -> Any:
+    """uvloop's event loop when asked for (``auto``: when it is installed), else asyncio's."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop" and not quiet:
+            log.warning("--event-loop uvloop: uvloop is not installed; using asyncio's loop")
+        return None
+    return uvloop.new_event_loop
+
+
+def event_loop_name(choice: str) -> str:
+    """The event loop the proxy processes run with this ``--event-loop`` choice."""
+    return "asyncio" if _loop_factory(choice, quiet=True) is None else "uvloop"
+
+
+def _run(main_coro: Any, choice: str) -> int:
+    with asyncio.Runner(loop_factory=_loop_factory(choice)) as runner:
+        return runner.run(main_coro)
 
 
 if __name__ == "__main__":

@@ -553,3 +553,247 @@ def test_workers_share_the_port_and_the_admin_sums_their_counters(backends: dict
             assert {revision_of(client.request("/")[1]) for _ in range(20)} == {"rb"}
         code, body = router.reload("[]")
         assert code == 400 and router.status()["generation"] == 2
+
+
+# --------------------------------------------------------------------------- the protocol-level data plane
+
+
+def read_response(sock: socket.socket, buffered: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """One HTTP/1.1 response with a Content-Length from a raw socket: (head, body, bytes left over)."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response head: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        rest += chunk
+    return head, rest[:length], rest[length:]
+
+
+def header_of(head: bytes, name: str) -> str | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name.lower().encode():
+            return value.strip().decode()
+    return None
+
+
+def test_pipelined_requests_are_answered_in_order(router: RouterProcess) -> None:
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(b"GET /slow?s=0.2 HTTP/1.1\r\nHost: web.test\r\n\r\n"
+                     b"GET /api/x HTTP/1.1\r\nHost: other.test\r\n\r\n"
+                     b"GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"
+                     b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        answers, left = [], b""
+        for _ in range(4):
+            head, body, left = read_response(sock, left)
+            answers.append((head.split(b" ")[1], header_of(head, "X-Greentic-Revision"), body))
+    assert answers[0] == (b"200", "web-r", b"rev-b")
+    assert answers[1] == (b"200", "api-r", b"rev-c")
+    assert answers[2][:2] == (b"503", None)
+    assert answers[3] == (b"200", "web-r", b"rev-b")
+
+
+def test_http10_clients_get_close_or_keep_alive_as_asked(router: RouterProcess) -> None:
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: web.test\r\n\r\n")
+        data = recv_until(sock, b"\x00never")  # read until the router closes
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nrev-b")
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: web.test\r\nConnection: keep-alive\r\n\r\n")
+            head, body, _ = read_response(sock)
+            assert body == b"rev-b" and header_of(head, "Connection") == "keep-alive"
+    # a chunked backend answer cannot be chunked for HTTP/1.0: the body ends with the connection
+    n = 200_000
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(b"GET /download?n=%d HTTP/1.0\r\nHost: web.test\r\nConnection: keep-alive\r\n\r\n" % n)
+        data = recv_until(sock, b"\x00never")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert header_of(head, "Transfer-Encoding") is None and header_of(head, "Connection") == "close"
+    assert body == pattern_bytes(n)
+
+
+def test_absolute_form_request_target_is_forwarded_in_origin_form(router: RouterProcess) -> None:
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(b"GET http://web.test/echo-headers?q=1 HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        _, body, _ = read_response(sock)
+    assert json.loads(body)["path_qs"] == "/echo-headers?q=1"
+
+
+def test_a_refused_request_with_a_small_body_keeps_the_connection(router: RouterProcess) -> None:
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 5\r\n\r\nhello"
+                     b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        head, body, left = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 503 ") and json.loads(body)["deployment_id"] is None
+        head, body, _ = read_response(sock, left)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"rev-b"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: web.test\r\nBad Header\r\n\r\n",
+])
+def test_malformed_requests_get_400_and_a_close(router: RouterProcess, request_bytes: bytes) -> None:
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        data = recv_until(sock, b"\x00never")
+    assert data.startswith(b"HTTP/1.1 400 ") and header_of(data.partition(b"\r\n\r\n")[0], "Connection") == "close"
+
+
+def test_a_broken_chunked_upload_is_counted_as_a_client_abort(router: RouterProcess) -> None:
+    before = router.revision("web-r")
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\nZZZ\r\n")
+        data = recv_until(sock, b"\x00never")
+    assert data.startswith(b"HTTP/1.1 400 ") and b"request body incomplete" in data
+    wait_for(lambda: router.revision("web-r")["client_aborts"] == before["client_aborts"] + 1, 5, "the abort")
+    assert router.revision("web-r")["in_flight"] == 0
+
+
+def test_many_concurrent_keep_alive_clients(router: RouterProcess) -> None:
+    async def run() -> Counter[str]:
+        connector = aiohttp.TCPConnector(limit=50)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def one(i: int) -> str:
+                data = pattern_bytes(1000 + i)
+                async with session.post(router.url("/upload"), data=data, headers={"Host": "web.test"}) as response:
+                    assert response.status == 200
+                    assert json.loads(await response.read())["bytes"] == len(data)
+                async with session.get(router.url("/"), headers={"Host": "weighted.test"}) as response:
+                    assert response.status == 200 and await response.read() in (b"rev-a", b"rev-b")
+                    return response.headers["X-Greentic-Revision"]
+            return Counter(await asyncio.gather(*[one(i) for i in range(500)]))
+
+    counts = asyncio.run(run())
+    assert sum(counts.values()) == 500 and set(counts) <= {"w-a", "w-b"}
+
+
+class _OneShotBackend:
+    """A backend that answers the first request of each connection (keep-alive promised), then
+    drops the connection when a second request arrives on it without answering: a pooled
+    connection that went stale."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _one(conn: socket.socket) -> None:
+        with conn:
+            if b"\r\n\r\n" not in recv_until(conn, b"\r\n\r\n"):
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+            recv_until(conn, b"\r\n\r\n")  # the next request on this connection: closed unanswered
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_stale_pooled_backend_connection_is_retried_on_a_fresh_one(tmp_path: Path) -> None:
+    backend = _OneShotBackend()
+    try:
+        with RouterProcess.start(tmp_path, make_table([deployment("d", [("one", 10000, backend.address)])])) as router:
+            with Client(router.listen) as client:
+                for _ in range(3):
+                    status, _, body = client.request("/")
+                    assert (status, body) == (200, b"ok")
+            stats = router.revision("one")
+            assert (stats["completed"], stats["errors"], stats["retries"]) == (3, 0, 2)
+            assert backend.connections == 3
+    finally:
+        backend.close()
+
+
+def test_request_without_host_gets_the_backend_address_and_read_timeout_gives_504(
+        backends: dict[str, Backend], tmp_path: Path) -> None:
+    address = backends["rev-a"].address
+    table = make_table([deployment("d", [("ra", 10000, address)])])
+    with RouterProcess.start(tmp_path, table, "--read-timeout", "0.3") as router:
+        with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+            sock.sendall(b"GET /echo-headers HTTP/1.0\r\n\r\n")
+            data = recv_until(sock, b"\x00never")
+        echoed = {k.lower(): v for k, v in json.loads(data.partition(b"\r\n\r\n")[2])["headers"]}
+        assert echoed["host"] == address and "x-forwarded-host" not in echoed
+        started = time.monotonic()
+        status, headers, body = http_request(router.url("/slow?s=3"))
+        assert status == 504 and revision_of(headers) == "ra"
+        assert json.loads(body)["error"] == "gateway timeout"
+        assert time.monotonic() - started < 2.0
+        status, _, body = http_request(router.url("/"))
+        assert (status, body) == (200, b"rev-a")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_both_event_loops_serve_the_split_and_streams(backends: dict[str, Backend], tmp_path: Path,
+                                                      loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    with RouterProcess.start(tmp_path, two_revision_table(backends, 9000, 1000, 1), "--event-loop", loop) as router:
+        with Client(router.listen) as client:
+            seq = [revision_of(client.request("/")[1]) for _ in range(20)]
+            assert Counter(seq) == {"ra": 18, "rb": 2}
+            data = pattern_bytes(3 * MIB)
+            status, _, body = client.request("/upload", method="POST", body=data)
+            assert status == 200 and json.loads(body)["bytes"] == len(data)
+            status, _, body = client.request(f"/download?n={3 * MIB}")
+            assert status == 200 and body == pattern_bytes(3 * MIB)
+        assert router.status()["event_loop"] == loop
+
+
+def test_an_answer_sent_before_the_upload_ended_reaches_the_client(router: RouterProcess) -> None:
+    # the backend answers "/" without reading the body: the router must not reset the client
+    # (lingering close) while it is still sending, so the answer can be read
+    for _ in range(3):
+        with Client(router.listen, timeout=30) as client:
+            status, headers, body = client.request("/", method="POST", headers={"Host": "web.test"},
+                                                   body=pattern_bytes(8 * MIB - 1))
+            assert (status, body, revision_of(headers)) == (200, b"rev-b", "web-r")
+        status, _, body = http_request(router.url("/"), headers={"Host": "web.test"})
+        assert (status, body) == (200, b"rev-b")
+
+
+def test_repeated_identical_requests_are_each_routed_forwarded_and_counted(backends: dict[str, Backend],
+                                                                           tmp_path: Path) -> None:
+    # a keep-alive client repeating the same request head: the router reuses the parsed head,
+    # but every request is still routed with the current table, picked and counted
+    with RouterProcess.start(tmp_path, two_revision_table(backends, 5000, 5000, 1)) as router:
+        with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+            request = b"GET /echo-headers?q=2 HTTP/1.1\r\nHost: web.test\r\nX-Forwarded-For: 10.9.8.7\r\n\r\n"
+            seen = []
+            for round_ in range(2):
+                for _ in range(4):
+                    sock.sendall(request)
+                    head, body, _ = read_response(sock)
+                    echoed = json.loads(body)
+                    headers = {k.lower(): v for k, v in echoed["headers"]}
+                    assert echoed["path_qs"] == "/echo-headers?q=2"
+                    assert headers["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+                    assert headers["x-forwarded-host"] == "web.test" and headers["x-forwarded-proto"] == "http"
+                    seen.append(header_of(head, "X-Greentic-Revision"))
+                if round_ == 0:
+                    assert router.reload(two_revision_table(backends, 0, 10000, 2))[0] == 200
+        assert seen[:4] == ["ra", "rb", "ra", "rb"] and seen[4:] == ["rb"] * 4
+        revisions = router.status()["revisions"]
+        assert (revisions["ra"]["completed"], revisions["rb"]["completed"]) == (2, 6)
