@@ -216,14 +216,6 @@ def _load_commands(modules: tuple[str, ...] | None) -> None:
         _register_plugin_commands()
 
 
-def _register_commands() -> None:
-    _load_commands(None)
-
-
-class _PluginCommand(click.Command):
-    """A placeholder for a command contributed by a plugin, loaded only when it is run."""
-
-
 def _register_plugin_commands() -> None:
     """Commands plugins contribute through the ``greentic.commands`` entry-point group.
 
