@@ -244,7 +244,7 @@ def _make_converter(detailed: bool) -> cattrs.Converter:
     conv.register_unstructure_hook_factory(_is_homogeneous_tuple, lambda tp: _unstructure_tuple(conv, tp))
 
     for cls in _SPEC_CLASSES:
-        _register_class(conv, cls)
+        _register_class(conv, cls, detailed)
     return conv
 
 
@@ -263,7 +263,7 @@ _FIELD_HOOKS: dict[tuple[type, str], Any] = {
 }
 
 
-def _register_class(conv: cattrs.Converter, cls: type) -> None:
+def _register_class(conv: cattrs.Converter, cls: type, detailed: bool) -> None:
     fields = attrs.fields(cls)
     names = [f.name for f in fields if f.name != "extra"]
     known = frozenset(names)
@@ -288,7 +288,21 @@ def _register_class(conv: cattrs.Converter, cls: type) -> None:
             missing = next(key for key in required if key not in value)
             raise DecodeError(f"{type_name} is missing required key {missing!r}")
         obj = base_structure(value, cls)
-        if len(value) > len(known) or not known.issuperset(value):
+        if not known.issuperset(value):
+            object.__setattr__(obj, "extra", {k: v for k, v in value.items() if k not in known})
+        return obj
+
+    has_schema = "schema" in known
+
+    def structure_fast(value: Any, _: Any) -> Any:
+        # The fast converter's path: a missing key without a default already fails inside
+        # the generated code (KeyError), and any failure is re-run through ``structure``
+        # above by the detailed converter, which words it. Only ``schema`` (defaulted in the
+        # class, required on the wire) needs its own check here.
+        if type(value) is not dict or (has_schema and "schema" not in value):
+            raise DecodeError(type_name)
+        obj = base_structure(value, cls)
+        if not known.issuperset(value):
             object.__setattr__(obj, "extra", {k: v for k, v in value.items() if k not in known})
         return obj
 
@@ -301,7 +315,7 @@ def _register_class(conv: cattrs.Converter, cls: type) -> None:
                 out.setdefault(key, item)
         return out
 
-    conv.register_structure_hook(cls, structure)
+    conv.register_structure_hook(cls, structure if detailed else structure_fast)
     conv.register_unstructure_hook(cls, unstructure)
 
 
