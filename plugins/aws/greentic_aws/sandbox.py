@@ -149,7 +149,7 @@ def start_server() -> tuple[Any, str]:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError("the aws-ecs sandbox needs moto: pip install 'greentic-deployer-aws[test]'") from exc
+        raise RuntimeError("the aws-ecs sandbox needs moto: pip install 'greentic-deployer-aws[sandbox]'") from exc
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
