@@ -216,6 +216,11 @@ def _load_commands(modules: tuple[str, ...] | None) -> None:
         _register_plugin_commands()
 
 
+def _register_commands() -> None:
+    """Register every command now instead of on first lookup (e.g. before forking workers)."""
+    _load_commands(None)
+
+
 def _register_plugin_commands() -> None:
     """Commands plugins contribute through the ``greentic.commands`` entry-point group.
 
