@@ -408,14 +408,19 @@ def _install_signals(stop: asyncio.Event, on_hup: Any) -> None:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
 
 
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The state directory and the table file (``--table``, else ``router-table.json`` in it)."""
+    state_dir = Path(args.state_dir)
+    return state_dir, Path(args.table) if args.table else state_dir / TABLE_FILE
+
+
 def _proxy_from_args(table: RouterTable, args: argparse.Namespace) -> Proxy:
     return Proxy(table, max_body=args.max_body_bytes, connect_timeout=args.connect_timeout,
                  read_timeout=args.read_timeout or None, trust_forwarded=args.trust_forwarded_headers)
 
 
 async def run_single(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
-    table_path = Path(args.table) if args.table else state_dir / TABLE_FILE
+    state_dir, table_path = _paths(args)
     try:
         table = read_table_file(table_path)
         host, port = table.listen_address
@@ -548,8 +553,7 @@ def _settle_gc() -> None:
 async def run_worker(args: argparse.Namespace) -> int:
     """One of N proxy processes: binds the shared port with SO_REUSEPORT; a control port on
     127.0.0.1 serves the supervisor (counters, table hand-over)."""
-    state_dir = Path(args.state_dir)
-    table_path = Path(args.table) if args.table else state_dir / TABLE_FILE
+    state_dir, table_path = _paths(args)
     try:
         table = read_table_file(table_path)
     except TableError as exc:
@@ -689,8 +693,7 @@ class _Supervisor:
 
 
 async def run_supervisor(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
-    table_path = Path(args.table) if args.table else state_dir / TABLE_FILE
+    state_dir, table_path = _paths(args)
     try:
         table = read_table_file(table_path)
         host, port = table.listen_address
