@@ -37,6 +37,7 @@ from typing import Any
 import attrs
 
 from . import ids
+from .validation import validated
 from .errors import (
     ActiveTrafficReference,
     DeploymentNotFound,
@@ -225,13 +226,6 @@ def _split_references(env: Environment, revision_id: str) -> list[dict[str, Any]
 
 def _weights_arg(entries: Iterable[tuple[str, int]]) -> str:
     return ",".join(f"{rid}={weight}" for rid, weight in entries)
-
-
-def _validate(env: Environment) -> Environment:
-    from .validation import validate_environment  # imported late: written concurrently
-
-    validate_environment(env)
-    return env
 
 
 # --------------------------------------------------------------------------- the walker
@@ -438,7 +432,7 @@ def add_deployment(
         authorization_ref="auth.json",
     )
     new_env = attrs.evolve(env, bundles=(*env.bundles, deployment))
-    return _validate(new_env), deployment
+    return validated(new_env), deployment
 
 
 def stage_revision(
@@ -498,7 +492,7 @@ def stage_revision(
         workload=workload,
     )
     new_env = attrs.evolve(env, revisions=(*env.revisions, revision))
-    return LifecycleResult(_validate(new_env), revision, L.STAGED, True)
+    return LifecycleResult(validated(new_env), revision, L.STAGED, True)
 
 
 def warm_revision(
@@ -525,7 +519,7 @@ def warm_revision(
         on_final=lambda r: attrs.evolve(r, warmed_at=now),
         health_gate=health_gate,
     )
-    return attrs.evolve(result, env=_validate(result.env))
+    return attrs.evolve(result, env=validated(result.env))
 
 
 def drain_revision(env: Environment, revision_id: str, *, now: datetime) -> LifecycleResult:
@@ -539,7 +533,7 @@ def drain_revision(env: Environment, revision_id: str, *, now: datetime) -> Life
     result = walk_revision_chain(env, revision_id, DRAIN_CHAIN)
     if result.starting_lifecycle != L.DRAINING:
         _refuse_if_routed(env, result.revision)
-    return attrs.evolve(result, env=_validate(result.env))
+    return attrs.evolve(result, env=validated(result.env))
 
 
 def _refuse_if_routed(env: Environment, revision: Revision) -> None:
@@ -576,7 +570,7 @@ def complete_drain(env: Environment, revision_id: str, *, now: datetime) -> Life
     """Walk ``draining -> inactive`` once the provider finished draining (idempotent on ``inactive``)."""
     del now
     result = walk_revision_chain(env, revision_id, COMPLETE_DRAIN_CHAIN)
-    return attrs.evolve(result, env=_validate(result.env))
+    return attrs.evolve(result, env=validated(result.env))
 
 
 def archive_revision(env: Environment, revision_id: str, *, now: datetime) -> LifecycleResult:
@@ -588,4 +582,4 @@ def archive_revision(env: Environment, revision_id: str, *, now: datetime) -> Li
     """
     del now
     result = walk_revision_chain(env, revision_id, ARCHIVE_CHAIN, prune_from_splits=True)
-    return attrs.evolve(result, env=_validate(result.env))
+    return attrs.evolve(result, env=validated(result.env))

@@ -47,6 +47,7 @@ from typing import Any
 import attrs
 
 from . import codec
+from .validation import validated
 from .errors import (
     DeploymentNotFound,
     GreenticError,
@@ -286,13 +287,6 @@ def _replace_split(env: Environment, new: TrafficSplit) -> Environment:
     return attrs.evolve(env, traffic_splits=tuple(splits))
 
 
-def _validate(env: Environment) -> Environment:
-    from .validation import validate_environment  # imported late: written concurrently
-
-    validate_environment(env)
-    return env
-
-
 # --------------------------------------------------------------------------- set
 
 
@@ -380,7 +374,7 @@ def set_traffic_split(
             previous_split_ref=encode_inline_snapshot(existing),
             history=history,
         )
-    return TrafficResult(_validate(_replace_split(env, split)), split, True)
+    return TrafficResult(validated(_replace_split(env, split)), split, True)
 
 
 # --------------------------------------------------------------------------- rollback
@@ -455,7 +449,7 @@ def rollback_traffic_split(
         previous_split_ref=None,
         history=history[steps:],
     )
-    return TrafficResult(_validate(_replace_split(env, split)), split, True)
+    return TrafficResult(validated(_replace_split(env, split)), split, True)
 
 
 # --------------------------------------------------------------------------- CLI weights

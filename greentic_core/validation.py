@@ -495,6 +495,12 @@ def _check_raw_sections(env: Environment) -> None:
 # --------------------------------------------------------------------------- the rules
 
 
+def validated(env: Environment) -> Environment:
+    """``env`` itself once it passes :func:`validate_environment` (for engines returning new values)."""
+    validate_environment(env)
+    return env
+
+
 def validate_environment(env: Environment) -> None:
     """Raise the first :class:`~greentic_core.errors.SpecError` the environment breaks."""
     env_id = env.environment_id
