@@ -480,7 +480,7 @@ class Operator:
                     undo=("archive", lambda: bound.archive(result.env, rid, progress=self.progress, timeout=timeout)))
             stored = tx.save(result.env, audit_event=self._event(
                 verb="revision.stage", outcome="ok", revision_id=rid, deployment_id=deployment_id,
-                record_only=record_only or None, duration_ms=getattr(self, "_last_duration_ms", None)))
+                record_only=record_only or None, duration_ms=None if record_only else self._last_duration_ms))
             return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only, self._detail(outcome),
                               stored.generation)
 
