@@ -73,8 +73,25 @@ def _default_actor() -> str:
         return os.environ.get("USER", "unknown")
 
 
+class GreenticCommand(click.Command):
+    """A command whose usage errors always carry their context, so click prints them in the
+    documented format (``Usage:`` line, hint, ``Error:`` line). click's option parser raises some
+    (``--help=``, ``--flag=value``) without one, and those printed a bare ``Error:`` line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if exc.ctx is None:
+                exc.ctx = ctx
+            raise
+
+
 class GreenticGroup(click.Group):
     """Turns errors into one line (or one JSON document) and a documented exit code."""
+
+    command_class = GreenticCommand
+    group_class = type  # subgroups (`env`, `revision`, ...) are GreenticGroups too
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = list(args)  # click's parser consumes ``args``
@@ -86,6 +103,8 @@ class GreenticGroup(click.Group):
                 raise click.UsageError("an argument contains a NUL character", ctx=ctx)
             return super().parse_args(ctx, args)
         except click.ClickException as exc:
+            if isinstance(exc, click.UsageError) and exc.ctx is None:
+                exc.ctx = ctx
             # A bad global option fails here, before `invoke`: with --json, still one JSON document.
             if ctx.parent is not None or not self._json_option_given(given):
                 raise
