@@ -201,8 +201,10 @@ class Router:
         wait_listening(self.port)
 
     def admin(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        token = (self.dir / "router-admin.token").read_text().strip()
         request = urllib.request.Request(f"http://{self.info['admin']}{path}", method=method,
-                                         data=b"" if method == "POST" else None)
+                                         data=b"" if method == "POST" else None,
+                                         headers={"Authorization": f"Bearer {token}"})
         try:
             with NO_PROXY.open(request, timeout=10) as response:
                 return response.status, json.loads(response.read() or b"{}")

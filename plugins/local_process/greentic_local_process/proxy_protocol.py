@@ -65,12 +65,15 @@ _HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-connection",
 })
 _REQ_SPECIAL = _HOP | {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
-                       b"x-forwarded-host", b"expect"}
+                       b"x-forwarded-host", b"expect", b"forwarded", b"x-real-ip"}
+# framing headers: a request naming one of them in Connection is refused (never "hop-by-hop")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _RESP_SPECIAL = _HOP | {b"content-length", b"x-greentic-revision"}
 _CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 _REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large",
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 408: "Request Timeout",
+    413: "Payload Too Large",
     414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
@@ -159,7 +162,7 @@ class ClientConn(asyncio.Protocol):
     __slots__ = (
         "server", "proxy", "loop", "transport", "parser", "peer", "active", "queue", "parsing",
         "url", "headers", "in_head", "head_bytes", "idle_since", "closed", "pauses", "write_paused",
-        "drain_timer", "begun", "last", "tpl_data", "tpl",
+        "drain_timer", "begun", "last", "tpl_data", "tpl", "heads", "head_mark", "body_mark",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -187,11 +190,22 @@ class ClientConn(asyncio.Protocol):
         self.last: tuple[Any, ...] | None = None
         self.tpl_data = b""
         self.tpl: tuple[Any, ...] = ()
+        # the sweep's progress marks: (heads begun, first seen) and (exchange, body bytes, last change)
+        self.heads = 0
+        self.head_mark: tuple[int, float] | None = None
+        self.body_mark: tuple[Exchange, int, float] | None = None
 
     # ----------------------------------------------------------------------- transport events
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        server = self.server
+        if len(server.conns) >= server.max_connections:
+            # over the connection limit: refuse at once, so descriptors are never exhausted
+            server.refused_connections += 1
+            self.closed = True
+            transport.abort()
+            return
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0] if isinstance(peer, tuple) else str(peer or "")).encode()
         self.idle_since = self.server.now
@@ -202,6 +216,13 @@ class ClientConn(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self.server.conns.discard(self)
+        if self.head_bytes:
+            self._release_head()
+        # the parser refers back to this protocol: break the cycle, so what a half-read head
+        # holds is freed now rather than at the next (rare, see router._settle_gc) collection
+        self.parser = None
+        self.headers = []
+        self.url = b""
         if self.drain_timer is not None:
             self.drain_timer.cancel()
             self.drain_timer = None
@@ -221,9 +242,14 @@ class ClientConn(asyncio.Protocol):
                 up.abort()
 
     def eof_received(self) -> bool | None:
+        if self.parsing is not None:
+            # half-closed before its request body was complete: that request can never finish,
+            # so end both connections now (the client and the backend's) instead of waiting
+            self._shut(abort=True)
+            return None
         ex = self.active
         if ex is not None and not ex.done:
-            ex.close_after = True  # half-closed client: answer, then close
+            ex.close_after = True  # half-closed client, request complete: answer, then close
             return True
         return None
 
@@ -292,10 +318,7 @@ class ClientConn(asyncio.Protocol):
         self.begun = 0
         self.last = None
         if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.server.max_head:
-                self._refuse_head(431, "request header block too large")
-                return
+            self._hold(len(data))  # the segment may end the head and hold a body: checked below
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -318,6 +341,11 @@ class ClientConn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._parse_error(str(exc))
             return
+        if self.in_head:  # a head is still unfinished after this segment: is it over a limit?
+            if not self.head_bytes:
+                self._hold(len(data))  # begun in this segment
+            if self._over_head_limits():
+                return
         ex = self.parsing
         if ex is None:
             if (at_boundary and self.begun == 1 and self.last is not None and not self.in_head
@@ -353,6 +381,7 @@ class ClientConn(asyncio.Protocol):
                 raise _Refuse(0, "closed")
             self.in_head = True
             self.begun += 1
+            self.heads += 1
             if self.active is not None:
                 self._pause(_PAUSE_PIPELINE)  # pipelining: parse what we have, read no more for now
         self.url = url
@@ -365,7 +394,8 @@ class ClientConn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.head_bytes = 0
+        if self.head_bytes:
+            self._release_head()
         parser = self.parser
         proxy = self.proxy
         ex = Exchange(self)
@@ -398,14 +428,21 @@ class ClientConn(asyncio.Protocol):
         host = xff = length = tokens = None
         chunked = expect = xfp = xfh = False
         filtered = False
+        hosts = 0
+        head_size = len(url)
         while True:
             for name, value in headers:
-                if len(name) + len(value) >= max_field:
+                field = len(name) + len(value)
+                if field >= max_field:
                     raise _Refuse(431, "request header too large")
+                head_size += field
                 lname = name.lower()
                 if lname not in _REQ_SPECIAL:
                     out += (name, SEP, value, CRLF)
                 elif lname == b"host":
+                    hosts += 1
+                    if hosts > 1:  # which one would the revision use? (RFC 9112 3.2: 400)
+                        raise _Refuse(400, "more than one Host header")
                     host = value
                     out += (name, SEP, value, CRLF)
                 elif lname == b"content-length":
@@ -425,18 +462,30 @@ class ClientConn(asyncio.Protocol):
                         out += (name, SEP, value, CRLF)
                 elif lname == b"expect":
                     expect = value.strip().lower() == b"100-continue"
+                elif lname == b"forwarded" or lname == b"x-real-ip":
+                    if trust:  # client-supplied addresses are believed only behind a trusted proxy
+                        out += (name, SEP, value, CRLF)
                 elif lname == b"connection":
                     tokens = value if tokens is None else tokens + b"," + value
             if not filtered and tokens is not None and tokens.lower() not in _CONNECTION_PLAIN:
                 drop = _connection_tokens(tokens) - {b"host"}
+                if drop & _FRAMING:
+                    # the body's framing would be dropped while the body is still forwarded: the
+                    # revision would read that body as another request (smuggling). nginx and
+                    # Envoy refuse such a request too.
+                    raise _Refuse(400, "Connection names a framing header (Content-Length or Transfer-Encoding)")
                 if drop:  # headers named in Connection are hop-by-hop too: build again without them
                     filtered = True
                     headers = [(n, v) for n, v in headers if n.lower() not in drop]
+                    head_size = 0
                     out = [method, b" ", path, b" HTTP/1.1\r\n"]
                     host = xff = length = tokens = None
                     chunked = expect = xfp = xfh = False
+                    hosts = 0
                     continue
             break
+        if head_size + 4 * len(headers) > server.max_head:  # a whole head that arrived in one read
+            raise _Refuse(431, "request header block too large")
         peer = self.peer
         out += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, CRLF)
         if not xfp:
@@ -498,6 +547,8 @@ class ClientConn(asyncio.Protocol):
         ex = self.parsing
         if ex is None:  # pragma: no cover - llhttp calls on_body only inside a message
             return
+        if ex.body == 0:  # never forward bytes the head we built does not frame
+            raise _Refuse(400, "request body without framing")
         n = len(body)
         ex.body_total += n
         if ex.body_total > self.proxy.max_body:
@@ -686,7 +737,64 @@ class ClientConn(asyncio.Protocol):
     def _refuse_head(self, status: int, error: str) -> None:
         self.parser = httptools.HttpRequestParser(self)  # parse nothing more
         self.in_head = False
+        if self.head_bytes:
+            self._release_head()
         self._close_with(json_answer(status, {"error": error}, close=True))
+
+    def _hold(self, n: int) -> None:
+        """Count ``n`` more bytes of an unfinished request head, per connection and in total."""
+        server = self.server
+        self.head_bytes += n
+        held = server.head_held = server.head_held + n
+        if held > server.head_peak:
+            server.head_peak = held
+
+    def _over_head_limits(self) -> bool:
+        """True when this unfinished head, or all of them together, crossed a limit (the
+        connection was then refused)."""
+        server = self.server
+        if self.head_bytes > server.max_head:
+            self._refuse_head(431, "request header block too large")
+            return True
+        if server.head_held > server.max_head_total:
+            server.head_budget_refusals += 1
+            self._refuse_head(503, "too many unfinished request heads; try again")
+            return True
+        return False
+
+    def _release_head(self) -> None:
+        self.server.head_held -= self.head_bytes
+        self.head_bytes = 0
+
+    def _timed_out(self, what: str) -> None:
+        """The sweep found a request head or body that stopped arriving: answer 408 if nothing
+        was answered yet, and end both connections (nothing waits for ever on a silent client)."""
+        if self.closed:
+            return
+        ex = self.active
+        if ex is not None and not ex.done:
+            ex.done = True
+            if ex.counted:
+                stats = ex.target.stats
+                stats.in_flight -= 1
+                stats.client_aborts += 1
+                ex.counted = False
+            up = ex.upstream
+            if up is not None:
+                ex.upstream = None
+                up.ex = None
+                up.abort()
+            if ex.head_sent:  # an answer is already streaming: it cannot be completed
+                self._shut(abort=True)
+                return
+        elif ex is not None:  # answered; the rest of the body was being dropped
+            self.active = None
+            self._shut(abort=True)
+            return
+        self.active = None
+        self.parsing = None
+        self.transport.write(json_answer(408, {"error": f"request {what} not received in time"}, close=True))
+        self._shut()
 
     def _close_with(self, answer: bytes) -> None:
         if self.active is None and not self.closed:
@@ -827,10 +935,7 @@ class UpstreamConn(asyncio.Protocol):
         if self.server.read_timeout:
             self.last_read = self.server.loop.time()
         if not self.in_body:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.server.max_head:
-                self._broken(ex, "response header block too large")
-                return
+            self.head_bytes += len(data)  # the segment may hold body bytes too: checked below
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -841,6 +946,9 @@ class UpstreamConn(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             self._broken(ex, f"invalid response: {exc}")
+            return
+        if not self.in_body and self.head_bytes > self.server.max_head and self.ex is ex:
+            self._broken(ex, "response header block too large")  # still no end of the head
             return
         if ex.out and self.ex is ex:
             ex.client.transport.write(b"".join(ex.out))
@@ -1104,24 +1212,51 @@ class UpstreamPool:
 # --------------------------------------------------------------------------- server
 
 
+_TRIM_AFTER = 4 * 1024 * 1024  # head bytes held at once above which their memory is handed back
+
+
+def _malloc_trim() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 class ProxyServer:
     """The listener, its client connections, the backend pool and the periodic sweep."""
 
     def __init__(self, proxy: Any, *, bounds: list[float], connect_timeout: float, read_timeout: float | None,
                  keepalive_timeout: float, max_line: int, max_field: int, max_headers: int,
-                 backlog: int = 1024) -> None:
+                 backlog: int = 1024, max_head_bytes: int = 64 * 1024, max_head_total: int = 64 * 1024 * 1024,
+                 max_connections: int = 10000, header_timeout: float = 30.0, body_timeout: float = 60.0) -> None:
         self.proxy = proxy
         self.bounds = bounds
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout or 0.0
-        # idle connections and silent backends are looked for at this interval (a read timeout
-        # fires between read_timeout and read_timeout + interval)
-        self.sweep_interval = min(1.0, max(0.05, self.read_timeout / 4)) if self.read_timeout else 1.0
+        self.header_timeout = header_timeout or 0.0
+        self.body_timeout = body_timeout or 0.0
+        # idle connections, slow clients and silent backends are looked for at this interval (a
+        # timeout fires between its value and its value + interval)
+        shortest = min([t for t in (self.read_timeout, self.header_timeout, self.body_timeout) if t] or [4.0])
+        self.sweep_interval = min(1.0, max(0.05, shortest / 4))
         self.keepalive_timeout = keepalive_timeout
         self.max_line = max_line
         self.max_field = max_field
         self.max_headers = max_headers
-        self.max_head = max_line + max_headers * (max_field + 4) + 4
+        # bytes of one unfinished request head, and of all of them together (memory a slow or
+        # hostile client can make the router hold)
+        self.max_head = min(max_head_bytes, max_line + max_headers * (max_field + 4) + 4)
+        self.max_head_total = max_head_total
+        self.head_held = 0
+        self.head_peak = 0
+        self.head_budget_refusals = 0
+        self.max_connections = max_connections
+        self.refused_connections = 0
         self.backlog = backlog
         self.conns: set[ClientConn] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # backend connections being made
@@ -1143,7 +1278,32 @@ class ProxyServer:
         now = self.now = self.loop.time()
         keepalive = self.keepalive_timeout
         read_timeout = self.read_timeout
+        header_timeout = self.header_timeout
+        body_timeout = self.body_timeout
         for conn in list(self.conns):
+            if conn.closed:
+                continue
+            if header_timeout:
+                # a head is timed from when the sweep first saw it unfinished (within one interval)
+                if not conn.in_head:
+                    conn.head_mark = None
+                elif conn.head_mark is None or conn.head_mark[0] != conn.heads:
+                    conn.head_mark = (conn.heads, now)
+                elif now - conn.head_mark[1] > header_timeout:
+                    conn._timed_out("head")
+                    continue
+            if body_timeout:
+                # a body must keep arriving: timed from its last progress, not while we stopped reading
+                parsing = conn.parsing
+                if parsing is None:
+                    conn.body_mark = None
+                else:
+                    mark = conn.body_mark
+                    if mark is None or mark[0] is not parsing or mark[1] != parsing.body_total or conn.pauses:
+                        conn.body_mark = (parsing, parsing.body_total, now)
+                    elif now - mark[2] > body_timeout:
+                        conn._timed_out("body")
+                        continue
             ex = conn.active
             if ex is None:
                 if conn.idle_since is not None and now - conn.idle_since > keepalive:
@@ -1153,6 +1313,11 @@ class ProxyServer:
                 if up is not None and now - up.last_read > read_timeout:
                     self._read_timed_out(ex, up)
         self.pool.sweep(now)
+        if self.head_peak > _TRIM_AFTER and self.head_held == 0:
+            # many large unfinished heads were held and are all gone: give the memory back to the
+            # system (the C allocator keeps freed small blocks in its heap otherwise)
+            self.head_peak = 0
+            _malloc_trim()
         self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
 
     def _read_timed_out(self, ex: Exchange, up: UpstreamConn) -> None:

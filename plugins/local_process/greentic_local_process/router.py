@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import os
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -72,6 +74,8 @@ log = logging.getLogger("greentic.router")
 
 TABLE_FILE = "router-table.json"
 STATE_FILE = "router.json"
+ADMIN_TOKEN_FILE = "router-admin.token"
+CONTROL_TOKEN_ENV = "GREENTIC_ROUTER_CONTROL_TOKEN"  # how the supervisor hands its workers their token
 REVISION_HEADER = "X-Greentic-Revision"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
@@ -245,6 +249,21 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     return {"unrouted": unrouted, "revisions": revisions}
 
 
+def _limits_snapshot(server: ProxyServer) -> dict[str, int]:
+    """What the abuse limits see now (summed over workers by the supervisor)."""
+    return {"connections": len(server.conns), "max_connections": server.max_connections,
+            "refused_connections": server.refused_connections, "head_bytes_held": server.head_held,
+            "head_budget_refusals": server.head_budget_refusals}
+
+
+def _sum_limits(snapshots: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for snap in snapshots:
+        for name, value in (snap.get("limits") or {}).items():
+            total[name] = total.get(name, 0) + int(value)
+    return total
+
+
 def build_status(table: RouterTable, counters: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     deployments: dict[str, Any] = {}
     revisions: dict[str, Any] = {}
@@ -282,11 +301,16 @@ def build_status(table: RouterTable, counters: dict[str, Any], extra: dict[str, 
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Temp file (0600, created exclusively) in the same directory, fsync, rename over ``path``
+    (a rename replaces a planted symlink; it never writes through it)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -300,7 +324,9 @@ def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_table_file(path: Path) -> RouterTable:
     try:
-        raw = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "r") as handle:
+            raw = handle.read()
     except OSError as exc:
         raise TableError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
@@ -376,6 +402,9 @@ class _Serving:
             proxy, bounds=BOUNDS, connect_timeout=proxy.connect_timeout, read_timeout=proxy.read_timeout,
             keepalive_timeout=args.keepalive_timeout, max_line=args.max_line_size,
             max_field=args.max_field_size, max_headers=args.max_headers, backlog=args.backlog,
+            max_head_bytes=args.max_head_bytes, max_head_total=args.max_head_total_bytes,
+            max_connections=args.max_connections or _default_max_connections(),
+            header_timeout=args.header_timeout, body_timeout=args.body_timeout,
         )
 
     async def start(self, sock: socket.socket) -> None:
@@ -386,10 +415,41 @@ class _Serving:
         await self.server.stop(self.args.shutdown_timeout)
 
 
-def _admin_app(routes: list[web.RouteDef]) -> web.Application:
-    app = web.Application()
+def _admin_app(routes: list[web.RouteDef], token: str) -> web.Application:
+    """The admin (or a worker's control) API: every call must carry ``Authorization: Bearer
+    TOKEN``. Loopback is not a boundary: any local user can connect to it."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def authenticated(request: web.Request, handler: Any) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, expected):
+            return web.json_response({"error": "unauthorized",
+                                      "hint": f"send the token of {ADMIN_TOKEN_FILE} as a Bearer token"}, status=401)
+        return await handler(request)
+
+    app = web.Application(middlewares=[authenticated], client_max_size=16 * 1024 * 1024)
     app.add_routes(routes)
     return app
+
+
+def _write_admin_token(state_dir: Path) -> str:
+    """A fresh admin token in ``STATE_DIR/router-admin.token`` (0600, replaced atomically)."""
+    token = secrets.token_urlsafe(32)
+    atomic_write_text(state_dir / ADMIN_TOKEN_FILE, token + "\n")
+    return token
+
+
+def _default_max_connections() -> int:
+    """Client connections the router accepts at once: each may need a backend connection too, so
+    half the descriptor limit (less a reserve), at most 100000."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ValueError, OSError):  # pragma: no cover
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        soft = 200_000
+    return max(16, min(100_000, (soft - 64) // 2))
 
 
 async def _start_admin(app: web.Application, port: int) -> tuple[web.AppRunner, socket.socket]:
@@ -441,6 +501,7 @@ async def run_single(args: argparse.Namespace) -> int:
 
     def current_extra() -> dict[str, Any]:
         return {"listen": listen, "admin": admin_address, "started_at": started_at, "workers": 1,
+                "limits": _limits_snapshot(serving.server),
                 "event_loop": event_loop_name(args.event_loop),
                 "reloads": proxy.reloads, "loaded_at": datetime.fromtimestamp(
                     proxy.state.loaded_at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -486,7 +547,7 @@ async def run_single(args: argparse.Namespace) -> int:
         return web.json_response({"ok": True, "generation": proxy.state.table.generation})
 
     app = _admin_app([web.get("/status", status), web.post("/reload", reload_handler),
-                      web.get("/table", table_handler), web.get("/healthz", healthz)])
+                      web.get("/table", table_handler), web.get("/healthz", healthz)], _write_admin_token(state_dir))
     try:
         admin_runner, admin_sock = await _start_admin(app, args.admin_port)
     except OSError as exc:
@@ -571,7 +632,7 @@ async def run_worker(args: argparse.Namespace) -> int:
 
     async def counters(_request: web.Request) -> web.Response:
         return web.json_response({**proxy.snapshot(), "generation": proxy.state.table.generation,
-                                  "reloads": proxy.reloads})
+                                  "reloads": proxy.reloads, "limits": _limits_snapshot(serving.server)})
 
     async def load(request: web.Request) -> web.Response:
         try:
@@ -584,7 +645,12 @@ async def run_worker(args: argparse.Namespace) -> int:
         proxy.swap(new)
         return web.json_response({"generation": new.generation})
 
-    app = _admin_app([web.get("/counters", counters), web.post("/load", load)])
+    token = os.environ.pop(CONTROL_TOKEN_ENV, "")
+    if len(token) < 32:
+        log.error("worker %s: no control token (workers are started by the router's supervisor)", args.worker_index)
+        await serving.stop()
+        return 2
+    app = _admin_app([web.get("/counters", counters), web.post("/load", load)], token)
     control_runner, control_sock = await _start_admin(app, 0)
     stop = asyncio.Event()
     _install_signals(stop, None)
@@ -613,13 +679,17 @@ class _Supervisor:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.controls: list[str] = []
         self.session: aiohttp.ClientSession | None = None
+        # the workers' control ports accept only this token (in their environment, not argv)
+        self.control_token = secrets.token_urlsafe(32)
+        self.limits: dict[str, int] = {}
 
     def spawn(self) -> None:
+        env = {**os.environ, CONTROL_TOKEN_ENV: self.control_token}
         for index in range(self.args.workers):
             (self.state_dir / f"worker-{index}.json").unlink(missing_ok=True)
             argv = [sys.executable, "-m", "greentic_local_process.router", *self._passthrough(),
                     "--worker-index", str(index), "--worker-listen", self.listen]
-            self.procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+            self.procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env))
 
     def _passthrough(self) -> list[str]:
         a = self.args
@@ -628,7 +698,9 @@ class _Supervisor:
                 "--shutdown-timeout", str(a.shutdown_timeout), "--keepalive-timeout", str(a.keepalive_timeout),
                 "--max-line-size", str(a.max_line_size), "--max-field-size", str(a.max_field_size),
                 "--max-headers", str(a.max_headers), "--backlog", str(a.backlog), "--log-level", a.log_level,
-                "--event-loop", a.event_loop]
+                "--event-loop", a.event_loop, "--max-head-bytes", str(a.max_head_bytes),
+                "--max-head-total-bytes", str(a.max_head_total_bytes), "--max-connections", str(a.max_connections),
+                "--header-timeout", str(a.header_timeout), "--body-timeout", str(a.body_timeout)]
         if a.table:
             argv += ["--table", str(a.table)]
         if a.trust_forwarded_headers:
@@ -654,7 +726,8 @@ class _Supervisor:
                 raise RuntimeError("workers did not start in time")
             await asyncio.sleep(0.02)
         self.controls = [c for c in controls if c is not None]
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                             headers={"Authorization": f"Bearer {self.control_token}"})
 
     async def counters(self) -> dict[str, Any]:
         assert self.session is not None
@@ -665,6 +738,7 @@ class _Supervisor:
                     snaps.append(await response.json())
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 log.warning("worker at %s did not report counters: %s", control, exc)
+        self.limits = _sum_limits(snaps)
         return merge_snapshots(snaps)
 
     async def broadcast(self, table: RouterTable) -> None:
@@ -740,7 +814,7 @@ async def run_supervisor(args: argparse.Namespace) -> int:
         counters = await sup.counters()
         extra = {"listen": listen, "admin": admin_address, "started_at": started_at, "workers": args.workers,
                  "event_loop": event_loop_name(args.event_loop),
-                 "reloads": sup.reloads, "worker_pids": [p.pid for p in sup.procs]}
+                 "reloads": sup.reloads, "worker_pids": [p.pid for p in sup.procs], "limits": sup.limits}
         return web.json_response(build_status(sup.table, counters, extra))
 
     async def reload_handler(_request: web.Request) -> web.Response:
@@ -762,7 +836,7 @@ async def run_supervisor(args: argparse.Namespace) -> int:
         return web.json_response({"ok": alive, "generation": sup.table.generation}, status=200 if alive else 503)
 
     app = _admin_app([web.get("/status", status), web.post("/reload", reload_handler),
-                      web.get("/table", table_handler), web.get("/healthz", healthz)])
+                      web.get("/table", table_handler), web.get("/healthz", healthz)], _write_admin_token(state_dir))
     try:
         admin_runner, admin_sock = await _start_admin(app, args.admin_port)
     except OSError as exc:
@@ -826,6 +900,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-field-size", "--max-header-size", dest="max_field_size", type=int, default=8190,
                    help="largest single header (bytes)")
     p.add_argument("--max-headers", type=int, default=128, help="most headers in a request")
+    p.add_argument("--max-head-bytes", type=_size, default=64 * 1024,
+                   help="largest request head (request line + headers) one connection may send (431 above; default 64k)")
+    p.add_argument("--max-head-total-bytes", type=_size, default=64 * 1024 * 1024,
+                   help="unfinished request heads held at once over all connections (503 above; default 64MiB)")
+    p.add_argument("--max-connections", type=int, default=0,
+                   help="client connections at once; more are closed at once (default 0: half the descriptor limit)")
+    p.add_argument("--header-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a whole request head (408; 0: no limit)")
+    p.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a request body may stop arriving (408 and both connections closed; 0: no limit)")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to connect to a backend")
     p.add_argument("--read-timeout", type=float, default=0.0,
                    help="seconds a backend may stay silent mid-response (0: no limit) -> 504")

@@ -10,6 +10,7 @@ pid is never signalled) and ``router.log``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -123,9 +124,22 @@ def running_router(root: Path) -> dict[str, Any] | None:
     return state
 
 
-def admin_request(state: dict[str, Any], method: str, path: str, timeout: float = 5.0) -> dict[str, Any]:
+def admin_token(directory: Path) -> str:
+    """The running router's admin token (``router-admin.token``, never through a symlink)."""
+    try:
+        fd = os.open(directory / "router-admin.token", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "r") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise ProviderError(f"cannot read the router's admin token: {exc.strerror or exc}",
+                            hint="the router writes it at start; restart the router") from None
+
+
+def admin_request(state: dict[str, Any], method: str, path: str, timeout: float = 5.0, *,
+                  directory: Path) -> dict[str, Any]:
     request = urllib.request.Request(f"http://{state['admin']}{path}", method=method,
-                                     data=b"" if method == "POST" else None)
+                                     data=b"" if method == "POST" else None,
+                                     headers={"Authorization": f"Bearer {admin_token(directory)}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read() or b"{}")
@@ -142,7 +156,7 @@ def status(root: Path) -> dict[str, Any] | None:
     if state is None:
         return None
     try:
-        return admin_request(state, "GET", "/status", timeout=2.0)
+        return admin_request(state, "GET", "/status", timeout=2.0, directory=router_dir(root))
     except ProviderError:
         return None
 
@@ -194,10 +208,10 @@ def apply_table(root: Path, table: dict[str, Any], *, max_body_bytes: int, progr
     if state is None:
         state = start_router(root, max_body_bytes=max_body_bytes, progress=progress)
     else:
-        admin_request(state, "POST", "/reload")
+        admin_request(state, "POST", "/reload", directory=router_dir(root))
     deadline = time.monotonic() + timeout
     while True:
-        current = admin_request(state, "GET", "/status")
+        current = admin_request(state, "GET", "/status", directory=router_dir(root))
         if int(current.get("generation", -1)) >= table["generation"]:
             return current
         if time.monotonic() > deadline:

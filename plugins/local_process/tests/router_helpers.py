@@ -339,9 +339,15 @@ class RouterProcess:
     def url(self, path: str = "/") -> str:
         return f"http://{self.listen}{path}"
 
-    def admin_call(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    def admin_token(self) -> str:
+        return (self.state_dir / "router-admin.token").read_text().strip()
+
+    def admin_call(self, method: str, path: str, *, token: str | None = None) -> tuple[int, dict[str, Any]]:
+        """An admin API call, authenticated with the router's token unless ``token`` is given."""
+        token = self.admin_token() if token is None else token
         status, _, body = http_request(f"http://{self.admin}{path}", method=method,
-                                       body=b"" if method == "POST" else None)
+                                       body=b"" if method == "POST" else None,
+                                       headers={"Authorization": f"Bearer {token}"} if token else {})
         return status, json.loads(body or b"{}")
 
     def status(self) -> dict[str, Any]:
