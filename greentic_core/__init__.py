@@ -20,6 +20,7 @@ from .errors import (  # noqa: E402
 )
 from .ids import PackDescriptor, mint_deployment_id, mint_revision_id  # noqa: E402
 from .markers import hookimpl, hookspec  # noqa: E402
+from .routes import InvalidRoute  # noqa: E402
 from .outcomes import (  # noqa: E402
     ArchiveOutcome,
     Capabilities,
@@ -74,6 +75,7 @@ __all__ = [
     "SplitNotFound",
     "InvalidSplit",
     "InvalidAnswers",
+    "InvalidRoute",
     "ProviderError",
     "ProviderTimeout",
     # spec types

@@ -4,7 +4,9 @@ This is the one place where these rules live. :class:`BoundDeployer` is the only
 calls a provider verb, so no plugin can skip them:
 
 1. the answers are checked against the descriptor's schema once, when the deployer is bound;
-2. each verb's pure-spec preconditions run before any provider code (typed errors);
+2. each verb's pure-spec preconditions run before any provider code (typed errors), the
+   routes of the deployment it touches included (the shared rules, then the provider's own
+   ``greentic_validate_routes``);
 3. the call reaches exactly the bound provider (plus cross-cutting wrappers, never another
    provider), through pluggy;
 4. an exception that is not a :class:`DeployerError` becomes a :class:`ProviderError` naming
@@ -36,6 +38,7 @@ from .outcomes import (
     TrafficSplitOutcome,
     WarmOutcome,
 )
+from .routes import invalid_route, route_problems
 from .spec import TOTAL_BPS, Environment, RuntimeConfig
 
 if TYPE_CHECKING:
@@ -163,18 +166,43 @@ class BoundDeployer:
             "progress": progress or _no_progress, "timeout": timeout,
         }
 
+    def validate_routes(self, env: Environment, deployment_id: str) -> None:
+        """Raise :class:`InvalidRoute` unless the deployment's routes meet the shared and the provider's rules.
+
+        Pure (the provider hook must not do I/O); a deployment that is not in ``env`` has no
+        routes to check.
+        """
+        deployment = env.deployment(deployment_id)
+        if deployment is None:
+            return
+        binding = deployment.route_binding
+        problems = route_problems(binding.hosts, binding.path_prefixes)
+        if problems:
+            raise invalid_route(deployment_id, problems)
+        if not self.implements("greentic_validate_routes"):
+            return
+        found = self._call("greentic_validate_routes", (list, tuple, type(None)),
+                           env=env, deployment_id=deployment_id, answers=self.answers)
+        found = [str(p) for p in found or () if p]
+        if found:
+            raise invalid_route(deployment_id, found, source=self.name)
+
     def _revision_verb(self, verb: str, expected: type, env: Environment, revision_id: str,
-                       progress: Progress | None, timeout: float | None) -> Any:
+                       progress: Progress | None, timeout: float | None, *, routes: bool = False) -> Any:
         require_revision(env, revision_id)
+        if routes:
+            self.validate_routes(env, env.revision(revision_id).deployment_id)
         return self._call(verb, expected, revision_id=revision_id, **self._verb_kwargs(env, progress, timeout))
 
     def stage(self, env: Environment, revision_id: str, *, progress: Progress | None = None,
               timeout: float | None = None) -> StageOutcome:
-        return self._revision_verb("greentic_stage_revision", StageOutcome, env, revision_id, progress, timeout)
+        return self._revision_verb("greentic_stage_revision", StageOutcome, env, revision_id, progress, timeout,
+                                   routes=True)
 
     def warm(self, env: Environment, revision_id: str, *, progress: Progress | None = None,
              timeout: float | None = None) -> WarmOutcome:
-        return self._revision_verb("greentic_warm_revision", WarmOutcome, env, revision_id, progress, timeout)
+        return self._revision_verb("greentic_warm_revision", WarmOutcome, env, revision_id, progress, timeout,
+                                   routes=True)
 
     def drain(self, env: Environment, revision_id: str, *, progress: Progress | None = None,
               timeout: float | None = None) -> DrainOutcome:
@@ -187,6 +215,7 @@ class BoundDeployer:
     def apply_traffic_split(self, env: Environment, deployment_id: str, *, progress: Progress | None = None,
                             timeout: float | None = None) -> TrafficSplitOutcome:
         require_valid_split(env, deployment_id)
+        self.validate_routes(env, deployment_id)
         outcome = self._call(
             "greentic_apply_traffic_split", TrafficSplitOutcome,
             deployment_id=deployment_id, **self._verb_kwargs(env, progress, timeout),
@@ -240,8 +269,17 @@ class BoundDeployer:
                             env=env, answers=self.answers, state_dir=self.state_dir)
         return list(checks or [])
 
-    def render(self, env: Environment) -> list[dict[str, Any]] | None:
-        return self._call("greentic_render", (list, tuple, type(None)), env=env, answers=self.answers)
+    def render(self, env: Environment, deployment_id: str | None = None) -> list[dict[str, Any]] | None:
+        """The provider's dry run: every object (or request) it would apply for ``env``, or None.
+
+        ``deployment_id`` narrows it to one deployment for providers whose implementation
+        accepts that argument; the routes of the deployments rendered are checked first.
+        """
+        for deployment in env.bundles:
+            if deployment_id is None or deployment.deployment_id == deployment_id:
+                self.validate_routes(env, deployment.deployment_id)
+        return self._call("greentic_render", (list, tuple, type(None)), env=env, answers=self.answers,
+                          deployment_id=deployment_id)
 
 
 def conformance_sandbox(record: "PluginRecord", caller: Any, workdir: Path) -> contextlib.AbstractContextManager:

@@ -39,6 +39,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from . import codec
 from .errors import DecodeError, SpecError
+from .routes import route_problems
 from .spec import TOTAL_BPS, Workload
 
 DESIRED_STATE_V1 = "greentic.desired-state.v1"
@@ -465,9 +466,9 @@ def validate(desired: DesiredState) -> None:
         if d.bundle in bundles:
             raise bad(f"{where} is listed twice", hint="list each bundle once")
         bundles.add(d.bundle)
-        for prefix in d.path_prefixes:
-            if not prefix.startswith("/"):
-                raise bad(f"{where}: path prefix {prefix!r} must start with '/'")
+        problems = route_problems(d.hosts, d.path_prefixes)
+        if problems:
+            raise bad(f"{where}: {problems[0]}")
         names: set[str] = set()
         for r in d.revisions:
             if not _NAME.fullmatch(r.name):

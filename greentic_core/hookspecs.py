@@ -8,7 +8,9 @@ This module is the reference plugin authors read. Rules that hold for every verb
 * **Preconditions are already checked.** Before any verb reaches a provider, the core has
   checked that the revision exists (else ``RevisionNotFound``), that a split exists for the
   deployment and sums to 10000 (else ``SplitNotFound`` / ``InvalidSplit``) and that ``answers``
-  match the descriptor's ``answers_schema`` (else ``InvalidAnswers``). A provider may rely on
+  match the descriptor's ``answers_schema`` (else ``InvalidAnswers``); for ``stage``, ``warm``
+  and ``apply_traffic_split``, that the deployment's routes meet the shared route rules and
+  the provider's ``greentic_validate_routes`` (else ``InvalidRoute``). A provider may rely on
   all of this and must not repeat it with other error types.
 * **Exactly one provider is called**: the one bound in the environment's ``deployer`` slot.
 * **Verbs are idempotent.** Calling a verb twice succeeds twice and leaves the same provider
@@ -151,10 +153,37 @@ def greentic_preflight(env, answers, state_dir):
 
 
 @hookspec(firstresult=True)
-def greentic_render(env, answers):
+def greentic_validate_routes(env, deployment_id, answers):
+    """Optionally return the problems of a deployment's routes under this provider's rules.
+
+    ``env.deployment(deployment_id).route_binding`` holds the ``hosts`` and ``path_prefixes``.
+    Return a list of one-line problems (``[]`` or ``None`` when the routes are fine), e.g.
+    ``["host 'a.example.com' fills to 139 characters; an ALB host-header value holds 128"]``;
+    the core raises :class:`~greentic_core.InvalidRoute` naming the deployment and the first
+    problem. Raising ``InvalidRoute`` yourself is fine too.
+
+    The core has already applied the rules every provider shares (lower-case DNS host names, no
+    port, no IP address, at most 253 characters; path prefixes absolute, at most 1024 RFC 3986
+    path characters, no ``//``, ``.``/``..`` segment, ``%2F``, ``?`` or ``#``; see
+    :mod:`greentic_core.routes`), so check only what your target API adds: counts, lengths,
+    character sets, the values after your answers' placeholders are filled.
+
+    Called when a deployment is added (before it is recorded: ``env`` already holds the new
+    deployment, not yet saved), before ``stage``, ``warm`` and ``apply_traffic_split`` reach
+    the provider, and by ``env doctor``. Pure: no network, no files, no provider call, cheap.
+    """
+
+
+@hookspec(firstresult=True)
+def greentic_render(env, answers, deployment_id):
     """Optionally return the objects a declarative provider would apply (a dry run).
 
-    A list of JSON-compatible dicts (e.g. Kubernetes manifests). Must not contact the provider.
+    ``deployment_id`` is ``None`` for the whole environment, or the one deployment the user
+    asked for (an implementation that does not declare the argument renders everything).
+
+    A list of JSON-compatible dicts (e.g. Kubernetes manifests, or the API requests an
+    imperative provider would send, as data). Shown by ``greentic-deployer env render``.
+    Must not contact the provider.
     """
 
 

@@ -40,6 +40,7 @@ from .ids import PackDescriptor, mint_ulid, parse_env_id
 from .outcomes import CheckStatus, Observation, PreflightCheck
 from .projection import materialize_runtime_config
 from .registry import Registry
+from .routes import check_route_values
 from .spec import (
     DEFAULT_LISTEN_ADDR,
     CapabilitySlot,
@@ -52,7 +53,7 @@ from .spec import (
     TrafficSplit,
     Workload,
 )
-from .store import Store, atomic_write
+from .store import StoreBackend
 from .validation import validate_environment
 
 ANSWERS_REF = "env-packs/deployer/answers.json"
@@ -302,7 +303,7 @@ def _resolve_in(env: Environment, revision_ref: str, deployment_ref: str | None)
 class Operator:
     """Runs the deployer commands against a store and the installed plugins."""
 
-    def __init__(self, store: Store, registry: Registry, *, actor: str, command: str = "",
+    def __init__(self, store: StoreBackend, registry: Registry, *, actor: str, command: str = "",
                  progress: Progress | None = None, clock: Callable[[], Any] = utc_now) -> None:
         self.store = store
         self.registry = registry
@@ -341,12 +342,13 @@ class Operator:
         binding = self.deployer_binding(env)
         if not binding.answers_ref:
             return {}
-        path = self.store.env_dir(env.environment_id) / binding.answers_ref
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+        path = f"{self.store.location(env.environment_id)}/{binding.answers_ref}"
+        raw = self.store.read_attachment(env.environment_id, binding.answers_ref)
+        if raw is None:
             return {}
-        except (OSError, ValueError) as exc:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
             raise InvalidInput(f"cannot read deployer answers {path}: {exc}",
                                hint="fix or remove the answers file") from None
         if not isinstance(data, dict):
@@ -355,7 +357,7 @@ class Operator:
 
     def bind(self, env: Environment) -> BoundDeployer:
         binding = self.deployer_binding(env)
-        bound = self.registry.bind(binding.kind, self.load_answers(env), self.store.env_dir(env.environment_id))
+        bound = self.registry.bind(binding.kind, self.load_answers(env), self.store.state_dir(env.environment_id))
         self._secrets = _secret_values(bound)
         return bound
 
@@ -415,7 +417,7 @@ class Operator:
     def init_env(self, env_id: str, deployer: str, *, answers: Mapping[str, Any] | None = None,
                  listen_addr: str | None = None, name: str | None = None) -> Environment:
         parse_env_id(env_id)
-        self.store.env_dir(env_id)  # refuses ids unsafe as a directory name
+        self.store.check_env_id(env_id)  # refuses ids unsafe as a directory name
         kind = self._pin(deployer)
         bound = self.registry.bind(kind, dict(answers or {}), None)  # validates answers first
         host = HostConfig(env_id=env_id, listen_addr=listen_addr)
@@ -428,7 +430,7 @@ class Operator:
         stored = self.store.create(env, audit_event=self._event(
             verb="env.init", outcome="ok", deployer=str(kind),
             answers=redact_answers(bound.descriptor, bound.answers)))
-        atomic_write(self.store.env_dir(env_id) / ANSWERS_REF, (json.dumps(bound.answers, indent=2) + "\n").encode())
+        self.store.write_attachment(env_id, ANSWERS_REF, (json.dumps(bound.answers, indent=2) + "\n").encode())
         return stored
 
     def _pin(self, deployer: str) -> PackDescriptor:
@@ -448,15 +450,31 @@ class Operator:
 
     def add_deployment(self, env_id: str, bundle_id: str, *, hosts: Sequence[str] = (),
                        path_prefixes: Sequence[str] = ()):
-        for prefix in path_prefixes:
-            if not prefix.startswith("/"):
-                raise InvalidInput(f"path prefix {prefix!r} must start with '/'", hint="e.g. --path-prefix /api")
+        check_route_values(f"of bundle {bundle_id}", hosts, path_prefixes)  # the shared rules, before the store is touched
         with self.store.transaction(env_id) as tx:
             env, deployment = lifecycle.add_deployment(tx.env, bundle_id, hosts=tuple(hosts),
                                                        path_prefixes=tuple(path_prefixes), now=self.clock())
+            self._check_routes(env, deployment.deployment_id)  # the provider's rules, before it is recorded
             tx.save(env, audit_event=self._event(verb="deployment.add", outcome="ok",
                                                  deployment_id=deployment.deployment_id, bundle_id=bundle_id))
             return deployment
+
+    def _check_routes(self, env: Environment, deployment_id: str) -> None:
+        """The deployment's routes against the shared rules and, when its plugin is installed, the provider's.
+
+        Pure (no provider call). An environment whose plugin cannot be bound here (not
+        installed, answers invalid) gets the shared rules only; the provider's rules run again
+        before every stage, warm and traffic change, which need the plugin anyway.
+        """
+        try:
+            bound = self.bind(env)
+        except GreenticError:
+            deployment = env.deployment(deployment_id)
+            if deployment is not None:
+                check_route_values(deployment_id, deployment.route_binding.hosts,
+                                   deployment.route_binding.path_prefixes)
+            return
+        bound.validate_routes(env, deployment_id)
 
     # -- revisions --------------------------------------------------------------------------
 
@@ -469,6 +487,7 @@ class Operator:
                                               drain_seconds=drain_seconds, bundle_digest=bundle_digest,
                                               now=self.clock())
             rid = result.revision.revision_id
+            self._check_routes(result.env, deployment_id)  # routes recorded earlier, before any provider call
             outcome = None
             if not record_only:
                 bound = self.bind(result.env)
@@ -491,6 +510,7 @@ class Operator:
             rid = _resolve_in(env, revision_ref, deployment_ref)
             now = self.clock()
             lifecycle.warm_revision(env, rid, now=now)  # refused transitions fail before the provider
+            self._check_routes(env, env.revision(rid).deployment_id)
             outcome, gate = None, None
             if not record_only:
                 bound = self.bind(env)
@@ -592,6 +612,7 @@ class Operator:
 
     def _apply_split(self, tx, result, deployment_id: str, verb: str, record_only: bool,
                      timeout: float | None, **extra: Any) -> TrafficChange:
+        self._check_routes(result.env, deployment_id)  # before any provider call and before anything is recorded
         outcome = None
         if not record_only:
             bound = self.bind(result.env)
@@ -625,6 +646,24 @@ class Operator:
         except DeployerError as exc:
             _scrub_error(exc, self._secrets)
             raise
+
+    def render(self, env_id: str, deployment_ref: str | None = None) -> list[dict[str, Any]]:
+        """The provider's dry run (``greentic_render``): what it would apply for ``env`` as recorded.
+
+        Routes are checked first; nothing is recorded and the provider is not contacted.
+        """
+        env = self.store.load(env_id)
+        deployment_id = resolve_deployment(env, deployment_ref) if deployment_ref is not None else None
+        bound = self.bind(env)
+        if not bound.implements("greentic_render"):
+            raise InvalidInput(f"deployer plugin {bound.name} has no dry run (it implements no greentic_render)",
+                               hint=f"see `greentic-deployer plugins show {bound.name}`")
+        try:
+            objects = bound.render(env, deployment_id)
+        except DeployerError as exc:
+            _scrub_error(exc, self._secrets)
+            raise
+        return self._scrub(list(objects or []))
 
     def runtime_config(self, env_id: str) -> RuntimeConfig:
         env = self.store.load(env_id)
@@ -689,6 +728,17 @@ class Operator:
                 add("runtime-config", CheckStatus.FAIL, "runtime-config.json is stale; `env reconcile` rewrites it")
         except GreenticError as exc:
             add("runtime-config", CheckStatus.FAIL, str(exc))
+        bad_routes = []
+        for deployment in env.bundles:
+            try:
+                bound.validate_routes(env, deployment.deployment_id)
+            except DeployerError as exc:
+                bad_routes.append(str(exc))
+        if bad_routes:
+            add("routes", CheckStatus.FAIL, "; ".join(bad_routes))
+        else:
+            add("routes", CheckStatus.PASS, f"the routes of {len(env.bundles)} deployment(s) meet the shared and "
+                                            "the provider's rules")
         if bound.implements("greentic_preflight"):
             try:
                 for check in bound.preflight(env):

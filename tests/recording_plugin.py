@@ -27,7 +27,10 @@ What the deployer does:
   ``warm:leak``       raise ProviderError quoting the secret ``token`` (the core must scrub it)
 
   (any verb name works: ``stage``, ``warm``, ``drain``, ``archive``, ``apply_traffic_split``,
-  ``observe``, ``preflight``);
+  ``observe``, ``preflight``; ``validate_routes`` makes its route rules refuse everything);
+* its route rules (``greentic_validate_routes``, pure, not logged) refuse hosts under
+  ``.forbidden.test``, and
+  ``greentic_render`` returns one ``RecordedRoute`` object per deployment;
 * its answers schema has ``region`` and a ``token`` marked ``"writeOnly": true`` with
   ``additionalProperties: false``.
 """
@@ -235,6 +238,25 @@ def greentic_observe(env, answers, state_dir):
         deployments={did: DeploymentObservation(deployment_id=did, weights=w)
                      for did, w in state["routes"].items()},
     )
+
+
+@hookimpl
+def greentic_validate_routes(env, deployment_id, answers):
+    binding = env.deployment(deployment_id).route_binding
+    problems = [f"host {h!r}: the recording provider refuses *.forbidden.test"
+                for h in binding.hosts if h.endswith(".forbidden.test")]
+    if "validate_routes" in _failures():
+        problems.append("the recording provider refuses every route (GREENTIC_REC_FAIL)")
+    return problems
+
+
+@hookimpl
+def greentic_render(env, answers, deployment_id):
+    return [{"kind": "RecordedRoute", "deployment_id": d.deployment_id, "bundle_id": d.bundle_id,
+             "hosts": list(d.route_binding.hosts),
+             "weights": {e.revision_id: e.weight_bps for e in (env.split_for(d.deployment_id) or
+                                                               type("S", (), {"entries": ()})).entries}}
+            for d in env.bundles if deployment_id is None or d.deployment_id == deployment_id]
 
 
 @hookimpl

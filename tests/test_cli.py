@@ -587,7 +587,8 @@ def test_every_command_prints_one_json_document(shop: Deployer, tmp_path: Path) 
     (("traffic", "set", "dev", "shop", "A=12.555%,B=87.445%"), 2, "usage"),
     (("traffic", "show", "dev", "shop"), 4, "not_found"),
     (("deployment", "add", "dev", "shop"), 3, "conflict"),
-    (("deployment", "add", "dev", "web", "--path-prefix", "api"), 2, "usage"),
+    (("deployment", "add", "dev", "web", "--path-prefix", "api"), 2, "validation"),
+    (("deployment", "add", "dev", "web", "--host", "Web.Example.com:8080"), 2, "validation"),
     (("plugins", "show", "acme.deployer.nothing"), 7, "plugin"),
     (("no-such-command",), 2, "usage"),
     (("schema", "nothing"), 2, "usage"),
@@ -711,7 +712,7 @@ def test_env_doctor_passes_then_fails_when_the_plugin_is_uninstalled(shop: Deplo
     doc = shop.json("env", "doctor", "dev")
     assert {c["name"]: c["status"] for c in doc["checks"]} == {
         "environment-valid": "pass", "plugin-installed": "pass", "version-pin": "pass",
-        "answers-valid": "pass", "runtime-config": "pass", "preflight:recording": "pass"}
+        "answers-valid": "pass", "runtime-config": "pass", "routes": "pass", "preflight:recording": "pass"}
 
     shop.fail("preflight")
     doc = shop.error("env", "doctor", "dev", code=1, kind="check_failed")

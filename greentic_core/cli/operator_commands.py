@@ -24,12 +24,10 @@ def _operator(obj, command: str, progress=None) -> Operator:
 
 
 def _command_line() -> str:
-    """The command line as given (also when the CLI is run as a library, e.g. by CliRunner)."""
-    ctx = click.get_current_context(silent=True)
-    argv = ctx.meta.get("greentic.argv") if ctx is not None else None
-    if argv is None:
-        argv = sys.argv[1:]
-    return "greentic-deployer " + " ".join(shlex.quote(str(a)) for a in argv)
+    """The command line as given, passwords in URLs replaced (see :func:`..cli.command_line`)."""
+    from . import command_line
+
+    return command_line()
 
 
 def _read_answers(path: Path | None) -> dict[str, Any]:
@@ -88,7 +86,7 @@ def register(cli: click.Group) -> None:
             env_id, deployer, answers=_read_answers(answers_file), listen_addr=_check_listen(listen_addr), name=name)
         binding = env.packs[0]
         obj.out.result({"ok": True, "environment_id": env.environment_id, "deployer": str(binding.kind),
-                        "path": str(obj.store().env_dir(env_id))},
+                        "path": obj.store().location(env_id)},
                        lambda c: c.print(f"created environment {env.environment_id} (deployer {binding.kind})",
                                          markup=False))
 
@@ -175,6 +173,33 @@ def register(cli: click.Group) -> None:
         obj.out.result({"ok": True, **report}, lambda c: c.print(
             f"reconciled {env_id}: {len(report['actions'])} provider call(s)"
             + (", runtime-config.json rewritten" if report["runtime_config_rewritten"] else ""), markup=False))
+
+    @env_group.command("render")
+    @click.argument("env_id")
+    @click.argument("deployment_ref", metavar="[DEPLOYMENT]", required=False)
+    @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True,
+                  help="How to print the objects (--json prints one JSON document instead).")
+    @click.pass_obj
+    def env_render(obj, env_id, deployment_ref, fmt) -> None:
+        """Print what the provider would apply for ENV as recorded (a dry run, like `helm template`).
+
+        Kubernetes manifests for the k8s provider, the API requests for the aws provider. The
+        provider is not contacted and nothing is recorded.
+        """
+        objects = _operator(obj, _command_line()).render(env_id, deployment_ref)
+        data = {"ok": True, "env_id": env_id, "deployment": deployment_ref, "objects": objects}
+
+        def human(console) -> None:
+            if fmt == "json":
+                text = json.dumps(objects, indent=2, ensure_ascii=False) + "\n"
+            else:
+                import yaml
+
+                text = yaml.safe_dump_all(objects, sort_keys=False, allow_unicode=True) if objects else ""
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        obj.out.result(data, human)
 
     @env_group.command("observe")
     @click.argument("env_id")

@@ -29,7 +29,8 @@ _QUANTITIES = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        name: {"type": ["string", "number"], "pattern": QUANTITY}
+        # "pattern" constrains strings only, "minimum" numbers only: a number must not be negative
+        name: {"type": ["string", "number"], "pattern": QUANTITY, "minimum": 0}
         for name in ("cpu", "memory", "ephemeral-storage")
     },
 }
@@ -63,7 +64,7 @@ ANSWERS_SCHEMA: dict[str, Any] = {
             "description": "Namespace of the Gateway. Default: the namespace of the routes.",
         },
         "gateway_section": {
-            "type": "string", "pattern": DNS1123_LABEL,
+            "type": "string", "pattern": DNS1123_SUBDOMAIN, "minLength": 1, "maxLength": 253,
             "description": "Listener (sectionName) of the Gateway to attach to. Default: every listener "
                            "that allows the route.",
         },
@@ -90,6 +91,11 @@ ANSWERS_SCHEMA: dict[str, Any] = {
             "type": "number", "exclusiveMinimum": 0, "maximum": 3600, "default": 300,
             "description": "How long warm waits for the rollout to complete (as `kubectl rollout status`); "
                            "a shorter timeout given by the caller wins.",
+        },
+        "route_accept_timeout_seconds": {
+            "type": "number", "exclusiveMinimum": 0, "maximum": 3600, "default": 60,
+            "description": "How long a traffic change waits for the Gateway to list the HTTPRoute in "
+                           "status.parents with Accepted=True for its current generation.",
         },
         "archive_timeout_seconds": {
             "type": "number", "exclusiveMinimum": 0, "maximum": 3600, "default": 120,
@@ -131,6 +137,7 @@ class Answers:
     resources: Mapping[str, Mapping[str, str]] = attrs.field(factory=lambda: DEFAULT_RESOURCES)
     run_as_user: int | None = None
     warm_timeout_seconds: float = _DEFAULTS["warm_timeout_seconds"]
+    route_accept_timeout_seconds: float = _DEFAULTS["route_accept_timeout_seconds"]
     archive_timeout_seconds: float = _DEFAULTS["archive_timeout_seconds"]
     termination_slack_seconds: int = _DEFAULTS["termination_slack_seconds"]
     poll_interval_seconds: float = _DEFAULTS["poll_interval_seconds"]
@@ -153,7 +160,7 @@ class Answers:
             where = "".join(f".{p}" for p in error.absolute_path)
             raise InvalidAnswers(f"answers for greentic.deployer.k8s{where}: {error.message}", hint=_SCHEMA_HINT)
         if "resources" in data:  # quantities are written as strings, as the API server returns them
-            data["resources"] = {part: {k: str(v) for k, v in values.items()}
+            data["resources"] = {part: {k: _quantity(f"resources.{part}.{k}", v) for k, v in values.items()}
                                  for part, values in data["resources"].items() if values}
         return cls(**data)
 
@@ -164,3 +171,24 @@ class Answers:
 
     def gateway_namespace_for(self, env_id: str) -> str:
         return self.gateway_namespace or self.namespace_for(env_id)
+
+
+def _quantity(where: str, value: Any) -> str:
+    """A resource quantity as the string to send: numbers written without an exponent, value checked.
+
+    Parsed with lightkube's ``parse_quantity`` (the same rules as the API server for the
+    suffixes the schema allows), so a negative or malformed value fails here, not with a 422.
+    """
+    from decimal import Decimal
+
+    from lightkube.utils.quantity import parse_quantity
+
+    text = format(Decimal(str(value)).normalize(), "f") if isinstance(value, (int, float)) else str(value)
+    try:
+        parsed = parse_quantity(text)
+    except ValueError as exc:
+        raise InvalidAnswers(f"answers for greentic.deployer.k8s.{where}: {value!r} is not a quantity ({exc})",
+                             hint=_SCHEMA_HINT) from None
+    if parsed is None or parsed < 0:
+        raise InvalidAnswers(f"answers for greentic.deployer.k8s.{where}: {value!r} is negative", hint=_SCHEMA_HINT)
+    return text

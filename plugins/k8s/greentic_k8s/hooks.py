@@ -86,10 +86,18 @@ def greentic_preflight(env, answers):
 
 
 @hookimpl
-def greentic_render(env, answers):
+def greentic_validate_routes(env, deployment_id):
+    from .render import route_problems
+
+    binding = env.deployment(deployment_id).route_binding
+    return route_problems(binding.hosts, binding.path_prefixes)
+
+
+@hookimpl
+def greentic_render(env, answers, deployment_id):
     from . import render
 
-    return render.render_environment(env, Answers.parse(answers))
+    return render.render_environment(env, Answers.parse(answers), deployment_id)
 
 
 @hookimpl

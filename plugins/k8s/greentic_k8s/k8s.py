@@ -451,7 +451,7 @@ def apply_traffic_split(env: Environment, deployment_id: str, answers: Mapping[s
     want_route = render.route_manifest(env, deployment_id, parsed)  # refuses > 16 entries before any request
     want_config = render.config_map_manifest(env, deployment_id, parsed)
     intended = {entry.revision_id: int(entry.weight_bps) for entry in split.entries}
-    gateway = (parsed.gateway_name, parsed.gateway_namespace_for(env.environment_id))
+    gateway = (parsed.gateway_name, parsed.gateway_namespace_for(env.environment_id), parsed.gateway_section)
     with connect(parsed, env.environment_id) as cluster:
         weighted = [entry for entry in split.entries if entry.weight_bps > 0]
         if weighted:  # never send traffic to a revision that cannot serve it
@@ -488,7 +488,7 @@ def apply_traffic_split(env: Environment, deployment_id: str, answers: Mapping[s
             raise ProviderError(f"HTTPRoute {cluster.namespace}/{route_name} holds weights {enforced} after the "
                                 f"apply, expected {intended}", hint="another writer is changing the route; check "
                                 "`kubectl get httproute -o yaml` for its field managers")
-        budget = _budget(ROUTE_ACCEPT_SECONDS, timeout)
+        budget = _budget(parsed.route_accept_timeout_seconds, timeout)
         live_route = _wait_route_accepted(cluster, live_route, gateway, time.monotonic() + budget, budget,
                                           parsed.poll_interval_seconds, progress)
     return TrafficSplitOutcome(
@@ -500,7 +500,7 @@ def apply_traffic_split(env: Environment, deployment_id: str, answers: Mapping[s
     )
 
 
-def _wait_route_accepted(cluster: Cluster, route: dict[str, Any], gateway: tuple[str, str], deadline: float,
+def _wait_route_accepted(cluster: Cluster, route: dict[str, Any], gateway: tuple[str, str, str | None], deadline: float,
                          budget: float, interval: float, progress: Progress) -> dict[str, Any]:
     """Wait until the gateway controller accepts the route's current generation (when it reports status)."""
     accepted, why = status.route_accepted(route, *gateway)
@@ -542,7 +542,7 @@ def drain(env: Environment, revision_id: str, answers: Mapping[str, Any], progre
         final_deadline = min(final_deadline, started + timeout)
     name = render.revision_object_name(revision_id)
     route_name = render.route_name(revision.deployment_id)
-    gateway = (parsed.gateway_name, parsed.gateway_namespace_for(env.environment_id))
+    gateway = (parsed.gateway_name, parsed.gateway_namespace_for(env.environment_id), parsed.gateway_section)
     with connect(parsed, env.environment_id) as cluster:
         weight_at_start = None
         while True:
@@ -588,8 +588,11 @@ def drain(env: Environment, revision_id: str, answers: Mapping[str, Any], progre
 
 
 def _replicas_left(deployment: Mapping[str, Any]) -> int:
+    """Pods still running or shutting down: ``status.replicas`` and ``readyReplicas`` count only
+    non-terminating pods, ``terminatingReplicas`` (Kubernetes 1.33+) the ones still terminating."""
     counts = deployment.get("status") or {}
-    return max(int(counts.get("replicas") or 0), int(counts.get("readyReplicas") or 0))
+    return (max(int(counts.get("replicas") or 0), int(counts.get("readyReplicas") or 0))
+            + int(counts.get("terminatingReplicas") or 0))
 
 
 # --------------------------------------------------------------------------- archive

@@ -26,6 +26,8 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from greentic_core import Environment, Lifecycle, ProviderError, Revision, Workload
+from greentic_core.routes import invalid_route
+from greentic_core.routes import route_problems as shared_route_problems
 
 if TYPE_CHECKING:
     from .answers import Answers
@@ -43,6 +45,9 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 #: Gateway API: at most 16 backendRefs in one rule.
 MAX_BACKEND_REFS = 16
+#: Gateway API HTTPRoute: at most 16 hostnames, at most 64 matches in one rule.
+MAX_HOSTNAMES = 16
+MAX_MATCHES = 64
 CONTAINER_NAME = "app"
 PORT_NAME = "http"
 RUNTIME_CONFIG_KEY = "runtime-config.json"
@@ -285,6 +290,29 @@ def _deployment_labels(env: Environment, deployment_id: str, bundle_id: str) -> 
     return {**env_labels(env.environment_id), DEPLOYMENT_LABEL: deployment_id, BUNDLE_LABEL: label_value(bundle_id)}
 
 
+def route_problems(hosts: Iterable[str], path_prefixes: Iterable[str]) -> list[str]:
+    """What the HTTPRoute CRD refuses in a route binding beyond the core's shared rules (counts)."""
+    hosts, path_prefixes = list(hosts), list(path_prefixes)
+    problems = []
+    if len(hosts) > MAX_HOSTNAMES:
+        problems.append(f"{len(hosts)} hosts; an HTTPRoute holds at most {MAX_HOSTNAMES} hostnames")
+    if len(path_prefixes) > MAX_MATCHES:
+        problems.append(f"{len(path_prefixes)} path prefixes; an HTTPRoute rule holds at most {MAX_MATCHES} matches")
+    return problems
+
+
+def check_routes(env: Environment, deployment_id: str) -> None:
+    """Raise ``InvalidRoute`` unless the deployment's routes meet the shared rules and the HTTPRoute CRD's."""
+    deployment = env.deployment(deployment_id)
+    if deployment is None:
+        return
+    binding = deployment.route_binding
+    problems = (shared_route_problems(binding.hosts, binding.path_prefixes)
+                or route_problems(binding.hosts, binding.path_prefixes))
+    if problems:
+        raise invalid_route(deployment_id, problems, source="greentic.deployer.k8s")
+
+
 def route_manifest(env: Environment, deployment_id: str, answers: "Answers") -> dict[str, Any]:
     """The deployment's HTTPRoute: its route binding's hosts and path prefixes, one weighted backend per entry."""
     split = env.split_for(deployment_id)
@@ -295,13 +323,11 @@ def route_manifest(env: Environment, deployment_id: str, answers: "Answers") -> 
             f"the split of deployment {deployment_id} has {len(split.entries)} entries; a Gateway API rule "
             f"holds at most {MAX_BACKEND_REFS} backendRefs",
             hint="drop zero-weight revisions from the split before applying it")
+    check_routes(env, deployment_id)  # before any request: a refused route never half-applies
     deployment = env.deployment(deployment_id)
     binding = deployment.route_binding if deployment is not None else None
     hosts = list(binding.hosts) if binding else []
     prefixes = list(binding.path_prefixes) if binding else []
-    for prefix in prefixes:
-        if not prefix.startswith("/"):
-            raise ProviderError(f"deployment {deployment_id}: path prefix {prefix!r} must start with '/'")
     backend_refs = []
     for entry in split.entries:
         revision = env.revision(entry.revision_id)
@@ -387,13 +413,17 @@ def present_revisions(env: Environment) -> Iterable[tuple[Revision, int | None]]
             yield revision, 0
 
 
-def render_environment(env: Environment, answers: "Answers") -> list[dict[str, Any]]:
-    """Every object the provider would hold for ``env`` as recorded, in apply order."""
+def render_environment(env: Environment, answers: "Answers", deployment_id: str | None = None) -> list[dict[str, Any]]:
+    """Every object the provider would hold for ``env`` as recorded (or for one deployment), in apply order."""
     manifests: list[dict[str, Any]] = []
     for revision, replicas in present_revisions(env):
+        if deployment_id is not None and revision.deployment_id != deployment_id:
+            continue
         manifests.append(deployment_manifest(env, revision, answers, replicas=replicas))
         manifests.append(service_manifest(env, revision, answers))
     for split in env.traffic_splits:
+        if deployment_id is not None and split.deployment_id != deployment_id:
+            continue
         manifests.append(config_map_manifest(env, split.deployment_id, answers))
         manifests.append(route_manifest(env, split.deployment_id, answers))
     return manifests

@@ -27,7 +27,9 @@ needs a few things it does not do; :class:`GreenticEmulator` adds them, each sma
    become ready), so both readiness and the timeout path are exercised (``"frozen"`` leaves
    status alone, for a test that writes it). A Deployment scaled to zero has no pods at once.
    An image whose registry is under the reserved ``.invalid`` top-level domain (RFC 2606)
-   never becomes ready, as its pull would fail forever.
+   never becomes ready, as its pull would fail forever. ``terminating_seconds`` > 0 keeps the
+   pods of a Deployment scaled to zero in ``status.terminatingReplicas`` for that long (as
+   Kubernetes 1.33+ reports pods that are shutting down).
 7. **A stand-in Gateway controller** that writes ``HTTPRoute`` ``status.parents``:
    ``gateway_controller="accept"`` (Accepted for the current generation), ``"reject"``
    (Accepted False) or ``"off"`` (no status, like a cluster whose controller reports none).
@@ -127,6 +129,7 @@ def _emulator_class() -> type:
         deployment_readiness: str = "ready"
         ready_after_seconds: float = 0.0
         gateway_controller: str = "accept"
+        terminating_seconds: float = 0.0
         forbidden: frozenset = frozenset()  # resource plurals answered 403, as RBAC would
         _counter: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
         _changed_at: dict = attrs.field(factory=dict, init=False)
@@ -278,6 +281,10 @@ def _emulator_class() -> type:
             generation = (raw.get("metadata") or {}).get("generation")
             desired = int((raw.get("spec") or {}).get("replicas", 1))
             if desired == 0:
+                until = self._changed_at.get(key, 0.0) + self.terminating_seconds
+                if self.terminating_seconds > 0 and now < until:
+                    self._next_wake = min(self._next_wake, until)
+                    return {"observedGeneration": generation, "terminatingReplicas": 1}
                 return {"observedGeneration": generation}
             containers = (((raw.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or ()
             pullable = not any(_unpullable(str(c.get("image", ""))) for c in containers)
@@ -407,7 +414,7 @@ class EmulatorThread:
         self._in_loop(lambda: self.emulator._requests.clear())
 
     def configure(self, **options: Any) -> None:
-        """Switch ``deployment_readiness``, ``ready_after_seconds`` or ``gateway_controller``."""
+        """Switch ``deployment_readiness``, ``ready_after_seconds``, ``terminating_seconds`` or ``gateway_controller``."""
         def apply() -> None:
             for name, value in options.items():
                 setattr(self.emulator, name, value)

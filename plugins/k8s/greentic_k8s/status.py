@@ -126,17 +126,35 @@ def ownership_problem(obj: Mapping[str, Any], env_id: str) -> str | None:
 # --------------------------------------------------------------------------- applied?
 
 
-def contains(live: Any, desired: Any) -> bool:
+def same_quantity(live: Any, desired: Any) -> bool:
+    """Whether two Kubernetes quantities are equal in value (``0.5`` == ``500m``, ``1.5Gi`` == ``1536Mi``).
+
+    The API server stores quantities in canonical form, so a string comparison would see a
+    change on every read. Parsed with lightkube's :func:`~lightkube.utils.quantity.parse_quantity`.
+    """
+    from lightkube.utils.quantity import parse_quantity
+
+    try:
+        return parse_quantity(str(live)) == parse_quantity(str(desired))
+    except (ValueError, ArithmeticError):
+        return live == desired
+
+
+def contains(live: Any, desired: Any, *, _path: tuple[str, ...] = ()) -> bool:
     """Whether ``live`` holds everything ``desired`` says (extra keys the server added are fine).
 
     Mappings: every desired key present and contained; lists: same length, item by item;
-    scalars: equal.
+    scalars: equal, except resource quantities (``resources.requests|limits.<name>``), which
+    are compared by value.
     """
     if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(k in live and contains(live[k], v) for k, v in desired.items())
+        return isinstance(live, Mapping) and all(
+            k in live and contains(live[k], v, _path=(*_path[-2:], str(k))) for k, v in desired.items())
     if isinstance(desired, (list, tuple)):
         return (isinstance(live, (list, tuple)) and len(live) == len(desired)
-                and all(contains(a, b) for a, b in zip(live, desired, strict=True)))
+                and all(contains(a, b, _path=_path) for a, b in zip(live, desired, strict=True)))
+    if len(_path) == 3 and _path[0] == "resources" and _path[1] in ("requests", "limits"):
+        return same_quantity(live, desired)
     return live == desired
 
 
@@ -172,17 +190,25 @@ def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:
     return weights
 
 
-def route_accepted(route: Mapping[str, Any], gateway_name: str, gateway_namespace: str) -> tuple[bool, str]:
-    """Whether the Gateway's controller has accepted the route's current generation.
+def route_accepted(route: Mapping[str, Any], gateway_name: str, gateway_namespace: str,
+                   section_name: str | None = None) -> tuple[bool, str]:
+    """Whether our Gateway's controller has accepted the route's current generation.
 
-    With no status for that Gateway (no controller reports one, as in the emulator), the route
-    is taken as it is: ``(True, ...)``.
+    Gateway API: ``status.parents`` lists the parents a controller has processed; an empty list
+    means the route is attached to no Gateway. So the route is accepted only when our Gateway
+    (name, namespace and, when we set one, ``sectionName``) is in ``status.parents`` with an
+    ``Accepted`` condition that is ``True`` for the route's current ``metadata.generation``.
+    A condition without ``observedGeneration`` counts as current (the field is optional).
     """
     generation = (route.get("metadata") or {}).get("generation")
     route_namespace = (route.get("metadata") or {}).get("namespace")
-    for parent in (route.get("status") or {}).get("parents") or ():
+    parents = (route.get("status") or {}).get("parents") or ()
+    others = []
+    for parent in parents:
         ref = parent.get("parentRef") or {}
-        if ref.get("name") != gateway_name or (ref.get("namespace") or route_namespace) != gateway_namespace:
+        if ref.get("name") != gateway_name or (ref.get("namespace") or route_namespace) != gateway_namespace or (
+                section_name is not None and ref.get("sectionName") not in (None, section_name)):
+            others.append(f"{ref.get('namespace') or route_namespace}/{ref.get('name')}")
             continue
         for condition in parent.get("conditions") or ():
             if condition.get("type") != "Accepted":
@@ -195,4 +221,8 @@ def route_accepted(route: Mapping[str, Any], gateway_name: str, gateway_namespac
                 return False, f"the gateway does not accept the route: {reason}"
             return True, "accepted by the gateway"
         return False, "the gateway has not reported an Accepted condition yet"
-    return True, "no gateway status reported"
+    if others:
+        return False, (f"status.parents names {', '.join(others)} but not Gateway {gateway_namespace}/{gateway_name} "
+                       "(check gateway_name / gateway_namespace)")
+    return False, (f"no gateway has reported status for the route yet (status.parents is empty): Gateway "
+                   f"{gateway_namespace}/{gateway_name} does not exist, or its controller has not reconciled the route")

@@ -94,3 +94,29 @@ def test_the_readme_documents_every_answer():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for name in ANSWERS_SCHEMA["properties"]:
         assert f"| `{name}` |" in readme, name
+
+
+@pytest.mark.parametrize("bad", [
+    {"requests": {"cpu": -1}},  # a number escapes the schema's pattern: the API server answers 422
+    {"requests": {"cpu": -0.5}},
+    {"limits": {"memory": "-1Gi"}},
+])
+def test_negative_quantities_are_refused_before_any_call(bad):
+    with pytest.raises(InvalidAnswers, match="resources"):
+        Answers.parse({"gateway_name": "gw", "resources": bad})
+
+
+def test_numbers_become_quantity_strings_without_an_exponent():
+    parsed = Answers.parse({"gateway_name": "gw", "resources": {"requests": {"cpu": 0.00001, "memory": 1e9}}})
+    assert parsed.resources == {"requests": {"cpu": "0.00001", "memory": "1000000000"}}
+
+
+@pytest.mark.parametrize("section", ["https", "listener.example.com", "a" * 253])
+def test_gateway_section_is_a_dns_subdomain_up_to_253_characters(section):
+    assert Answers.parse({"gateway_name": "gw", "gateway_section": section}).gateway_section == section
+
+
+@pytest.mark.parametrize("section", ["HTTPS", "a" * 254, "", "-x"])
+def test_gateway_section_outside_the_crd_rules_is_refused(section):
+    with pytest.raises(InvalidAnswers, match="gateway_section"):
+        Answers.parse({"gateway_name": "gw", "gateway_section": section})

@@ -147,3 +147,17 @@ def test_archive_collects_this_environments_orphans_and_nothing_else(deployer, w
     for name in foreign:
         assert ("deployments", ns, name) in stored
     assert not [key for key in stored if gone.lower() in key[2] or target.lower() in key[2]]
+
+
+def test_drain_waits_for_terminating_pods(deployer, world, emulator, ns, routed):
+    """status.replicas / readyReplicas leave terminating pods out; drain must also wait for terminatingReplicas."""
+    dep, r1, r2 = routed
+    world.split(dep, (r1, 10000), (r2, 0))
+    deployer.apply_traffic_split(world.env, dep)
+    emulator.configure(terminating_seconds=0.6)
+    messages = []
+    started = time.monotonic()
+    outcome = deployer.drain(world.env, r2, progress=messages.append)
+    assert time.monotonic() - started >= 0.6
+    assert outcome.detail["terminating_replicas"] == 0
+    assert any("1 pod(s) terminating" in m for m in messages)

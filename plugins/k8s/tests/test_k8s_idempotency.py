@@ -52,3 +52,23 @@ def test_warm_repairs_a_hand_edited_deployment(deployer, world, emulator, ns):
     outcome = deployer.warm(world.env, rid)
     assert outcome.detail["applied"] == ["Deployment"]
     assert emulator.objects()["deployments", ns, name]["spec"]["replicas"] == 1
+
+
+def test_quantities_the_api_server_canonicalised_count_as_applied(registry, answers, world, emulator, ns):
+    """Answers say 0.5 / 1.5Gi; the API server stores 500m / 1536Mi: a second warm writes nothing."""
+    from k8s_world import KIND
+
+    deployer = registry.bind(KIND, {**answers, "resources": {"requests": {"cpu": 0.5, "memory": "1.5Gi"},
+                                                             "limits": {"memory": "1.5Gi"}}})
+    dep = world.deployment()
+    rid = world.revision(dep)
+    deployer.warm(world.env, rid)
+    name = f"gt-{rid.lower()}"
+    container = emulator.objects()["deployments", ns, name]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "0.5", "memory": "1.5Gi"}, "limits": {"memory": "1.5Gi"}}
+    canonical = {"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"memory": "1536Mi"}}
+    emulator.edit("apps/v1/deployments", ns, name,
+                  {"spec": {"template": {"spec": {"containers": [{**container, "resources": canonical}]}}}})
+    emulator.clear_requests()
+    assert deployer.warm(world.env, rid).detail["applied"] == []
+    assert not [r for r in emulator.requests() if r[0] in ("PATCH", "POST", "PUT")]

@@ -117,6 +117,22 @@ def test_contains_ignores_fields_the_server_added_but_not_changed_ones():
     assert not status.contains({"spec": {"type": "ClusterIP"}}, desired)
 
 
+@pytest.mark.parametrize("desired, live", [
+    ("0.5", "500m"), ("1.5Gi", "1536Mi"), ("1", "1000m"), ("1000M", "1G"), ("0.1", "100m"), ("2048Ki", "2Mi"),
+])
+def test_quantities_are_compared_by_value_not_by_string(desired, live):
+    """The API server returns quantities in canonical form: 0.5 comes back as 500m."""
+    want = {"spec": {"containers": [{"resources": {"requests": {"cpu": desired}, "limits": {"memory": desired}}}]}}
+    have = {"spec": {"containers": [{"resources": {"requests": {"cpu": live}, "limits": {"memory": live}}}]}}
+    assert status.contains(have, want)
+    other = {"spec": {"containers": [{"resources": {"requests": {"cpu": live + "0"}, "limits": {"memory": live}}}]}}
+    assert not status.contains(other, want)
+
+
+def test_only_resource_quantities_are_compared_by_value():
+    assert not status.contains({"data": {"cpu": "500m"}}, {"data": {"cpu": "0.5"}})
+
+
 def test_applied_needs_the_same_hash_and_every_field_in_place():
     desired = {"metadata": {"annotations": {"greentic.ai/applied-hash": "abc"}}, "spec": {"replicas": 2}}
     assert status.is_applied(desired, {"metadata": {"annotations": {"greentic.ai/applied-hash": "abc"}},
@@ -154,13 +170,29 @@ def accepted(status_value="True", observed=2, name="gw", namespace="edge"):
 
 
 @pytest.mark.parametrize("parents, expected", [
-    (None, True),  # no controller status: taken as is
     (accepted(), True),
     (accepted(observed=1), False),  # the gateway has not processed this generation yet
     (accepted("False"), False),
-    (accepted(name="other"), True),  # another gateway's status says nothing about ours
     ([{"parentRef": {"name": "gw", "namespace": "edge"}, "conditions": []}], False),
 ])
 def test_route_acceptance_follows_the_gateways_status(parents, expected):
     ok, why = status.route_accepted(route([], parents=parents), "gw", "edge")
     assert ok is expected and why
+
+
+@pytest.mark.parametrize("parents, fragment", [
+    (None, "status.parents is empty"),  # Gateway API: an empty list means attached to no Gateway
+    ([], "status.parents is empty"),
+    (accepted(name="other"), "names edge/other but not Gateway edge/gw"),  # a wrong gateway name
+    (accepted(namespace="elsewhere"), "not Gateway edge/gw"),
+])
+def test_a_route_our_gateway_has_not_accepted_is_not_accepted(parents, fragment):
+    ok, why = status.route_accepted(route([], parents=parents), "gw", "edge")
+    assert ok is False and fragment in why
+
+
+def test_route_acceptance_is_for_our_listener_when_we_name_one():
+    parents = [{"parentRef": {"name": "gw", "namespace": "edge", "sectionName": "other"},
+                "conditions": [{"type": "Accepted", "status": "True", "observedGeneration": 2}]}]
+    assert status.route_accepted(route([], parents=parents), "gw", "edge", "https")[0] is False
+    assert status.route_accepted(route([], parents=parents), "gw", "edge", "other")[0] is True

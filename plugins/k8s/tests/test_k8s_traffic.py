@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from greentic_core import ProviderError, ProviderTimeout
+from greentic_core import InvalidRoute, ProviderError, ProviderTimeout
 from greentic_core.codec import unstructure
 from greentic_core.projection import materialize_runtime_config
+from greentic_k8s import render
+from greentic_k8s.answers import Answers
 
 
 @pytest.fixture
@@ -114,3 +117,44 @@ def test_observe_reports_weights_and_route_generation(deployer, world):
     seen = deployer.observe(world.env).deployments[dep]
     assert dict(seen.weights) == {r1: 1, r2: 9999}
     assert seen.generation == 2
+
+
+def test_a_route_no_gateway_reports_on_is_not_success(deployer, world, emulator, ns):
+    """An empty status.parents means attached to no Gateway: the change times out with a clear error."""
+    dep = world.deployment()
+    rid = world.revision(dep)
+    deployer.warm(world.env, rid)
+    world.split(dep, (rid, 10000))
+    emulator.configure(gateway_controller="off")
+    with pytest.raises(ProviderTimeout, match="status.parents is empty") as caught:
+        deployer.apply_traffic_split(world.env, dep, timeout=0.3)
+    assert "kubectl describe httproute" in caught.value.hint
+    emulator.configure(gateway_controller="accept")
+    assert deployer.apply_traffic_split(world.env, dep).provider_weights == {rid: 10000}
+
+
+@pytest.mark.parametrize("hosts, prefixes, fragment", [
+    (("Shop.Example.com",), (), "upper-case"),
+    (("shop.example.com:8443",), (), "has a port"),
+    (("shop.example.com.",), (), "ends with a dot"),
+    (("192.168.0.1",), (), "IP address"),
+    (tuple(f"h{i}.example.com" for i in range(17)), (), "at most 16 hostnames"),
+    ((), ("/a//b",), "'//'"),
+    ((), ("/a/../b",), "'..' segment"),
+    ((), ("/a%2Fb",), "encoded slash"),
+    ((), ("/a#b",), "'#'"),
+    ((), ("/a/..",), "'..' segment"),
+    ((), ("/a b",), "contains ' '"),
+    ((), tuple(f"/p{i}" for i in range(65)), "at most 64 matches"),
+])
+def test_routes_the_httproute_crd_refuses_are_refused_before_any_request(deployer, world, emulator, hosts,
+                                                                          prefixes, fragment):
+    dep = world.deployment(hosts=hosts, prefixes=prefixes)
+    rid = world.revision(dep)
+    world.split(dep, (rid, 10000))
+    emulator.clear_requests()
+    with pytest.raises(InvalidRoute, match=re.escape(fragment)):
+        deployer.apply_traffic_split(world.env, dep)
+    with pytest.raises(InvalidRoute):  # the pure translation refuses too (render, direct callers)
+        render.route_manifest(world.env, dep, Answers.parse({"gateway_name": "gw"}))
+    assert emulator.requests() == []  # nothing reached the API server: no ConfigMap written, no half-apply
