@@ -131,7 +131,7 @@ class RolloutState:
 
 
 def rollouts_dir(store: Store, env_id: str) -> Path:
-    return store.env_dir(env_id) / "rollouts"
+    return store.state_dir(env_id) / "rollouts"
 
 
 def state_path(store: Store, env_id: str, deployment_id: str) -> Path:

@@ -19,7 +19,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from greentic_core import codec, store as store_mod, validation
+from greentic_core import codec, validation
+from greentic_core.store import file as store_mod
 from greentic_core.errors import (
     DecodeError,
     EnvironmentExists,

@@ -43,6 +43,9 @@ class CliContext:
     """Global options and lazily created services shared by every command."""
 
     home: Path | None = None
+    store_url: str | None = None
+    lock_ttl: float | None = None
+    lock_timeout: float | None = None
     json_mode: bool = False
     debug: bool = False
     actor: str = ""
@@ -59,11 +62,42 @@ class CliContext:
         return self._registry
 
     def store(self):
+        """The store ``--store`` / ``GREENTIC_STORE`` names (default: files under ``--home``)."""
         if self._store is None:
-            from ..store import Store, environments_root
+            from ..store import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_TTL, StoreOptions, open_store
 
-            self._store = Store(environments_root(self.home) if self.home else None)
+            options = StoreOptions(
+                actor=self.actor, command=command_line(),
+                lock_ttl=self.lock_ttl if self.lock_ttl is not None else DEFAULT_LOCK_TTL,
+                lock_timeout=self.lock_timeout if self.lock_timeout is not None else DEFAULT_LOCK_TIMEOUT,
+                home=self.home, on_wait=self._show_wait)
+            self._store = open_store(self.store_url, home=self.home, options=options)
         return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def _show_wait(self, lease, waited: float) -> None:
+        from ..codec import utc_now
+
+        self.out.info(f"waiting for the lease of environment {lease.env_id}, held by {lease.describe(utc_now())} "
+                      f"(waited {waited:.0f}s)")
+
+
+def command_line() -> str:
+    """The command line as given (also when the CLI is run as a library, e.g. by CliRunner),
+    with passwords in URLs replaced by ``***``: it goes into the audit log and lease records."""
+    import shlex
+
+    from ..store.select import redact_url
+
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.find_root().meta.get("greentic.argv") if ctx is not None else None
+    if argv is None:
+        argv = sys.argv[1:]
+    shown = [redact_url(str(a)) if "://" in str(a) else str(a) for a in argv]
+    return "greentic-deployer " + " ".join(shlex.quote(a) for a in shown)
 
 
 def _default_actor() -> str:
@@ -200,25 +234,36 @@ def _report(ctx: click.Context, kind: str, message: str, hint: str | None, doc: 
 @click.version_option(__version__, prog_name="greentic-deployer")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="GREENTIC_HOME",
               help="Store root (default ~/.greentic; environments live in HOME/environments).")
+@click.option("--store", "store_url", metavar="URL", envvar="GREENTIC_STORE",
+              help="Where environments live: file:///PATH, postgresql://..., s3://BUCKET/PREFIX "
+                   "(default: files under --home).")
+@click.option("--lock-ttl", type=click.FloatRange(min=1.0, max=86400.0), metavar="S",
+              help="Seconds an environment's lease lives unless renewed (default 30).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0.0, max=86400.0), metavar="S",
+              help="Seconds to wait for a lease another command holds (default 60).")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (result or error).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.option("--actor", default=None, help="Who is acting, for the audit log (default: the OS user).")
 @click.option("--no-plugin", multiple=True, metavar="NAME", help="Do not load this deployer plugin.")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, json_mode: bool, debug: bool, actor: str | None,
+def cli(ctx: click.Context, home: Path | None, store_url: str | None, lock_ttl: float | None,
+        lock_timeout: float | None, json_mode: bool, debug: bool, actor: str | None,
         no_plugin: tuple[str, ...]) -> None:
     """Stage, warm, drain and archive revisions and move traffic between them in basis points."""
-    ctx.obj = CliContext(home=home, json_mode=json_mode, debug=debug, actor=actor or _default_actor(),
+    ctx.obj = CliContext(home=home, store_url=store_url or None, lock_ttl=lock_ttl, lock_timeout=lock_timeout,
+                         json_mode=json_mode, debug=debug, actor=actor or _default_actor(),
                          no_plugin=no_plugin, out=Output(json_mode=json_mode))
+    ctx.call_on_close(ctx.obj.close)
 
 
 #: Built-in command modules, in registration order (operator_commands extends spec's `env`).
 _COMMAND_MODULES = ("spec_commands", "plugins_commands", "scaffold_commands", "install_commands", "operator_commands",
-                    "rollout_commands")
+                    "rollout_commands", "store_commands")
 #: Top-level commands whose module is known, so only that module is imported to run them.
 #: (scaffold_commands and install_commands add `plugins new|install|doctor` to the plugins group.)
 _COMMAND_HOME = {"plugins": ("plugins_commands", "scaffold_commands", "install_commands"),
-                 "plan": ("rollout_commands",), "apply": ("rollout_commands",), "rollout": ("rollout_commands",)}
+                 "plan": ("rollout_commands",), "apply": ("rollout_commands",), "rollout": ("rollout_commands",),
+                 "store": ("spec_commands", "store_commands")}
 _loaded: dict[str, bool] = {}
 
 

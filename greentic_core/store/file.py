@@ -1,4 +1,13 @@
-"""The durable local store: one directory per environment (ARCHITECTURE section 6).
+"""The file backend: one directory per environment (ARCHITECTURE section 6), the default store.
+
+It implements :class:`~greentic_core.store.contract.StoreBackend` for ``file://`` URLs (and
+for ``--home``/``GREENTIC_HOME`` when no store URL is given). The lease is the exclusive
+``flock`` on ``.lock``: the kernel releases it the moment its holder exits, even on SIGKILL,
+so it never needs to expire; while it is held, ``.lock`` holds the holder's record (actor@host,
+pid, command, acquired, token) as one JSON line, and it is emptied again on release.
+Compare-and-swap: a save first checks that ``environment.json`` is still the file this
+transaction loaded (same inode, size and mtime), so even a writer that bypassed the lock
+cannot be overwritten.
 
 Layout (upstream-spec 6.1)::
 
@@ -59,8 +68,8 @@ from typing import Any
 
 import attrs
 
-from . import codec, ids, validation
-from .errors import (
+from .. import codec, ids, validation
+from ..errors import (
     EnvironmentExists,
     EnvironmentNotFound,
     GreenticError,
@@ -68,14 +77,25 @@ from .errors import (
     StoreError,
     UnsafeEnvId,
 )
-from .projection import materialize_runtime_config
-from .spec import Environment, RuntimeConfig
+from ..projection import materialize_runtime_config
+from ..spec import Environment, RuntimeConfig
+from .contract import Transaction as _Transaction
+from .contract import (
+    InvalidEnvironment,
+    LeaseInfo,
+    LockTimeout,
+    PartialSave,
+    SaveConflict,
+    StoreBackend,
+    StoreOptions,
+)
 
 __all__ = [
     "DEFAULT_MAX_BACKUPS",
     "ENVIRONMENT_FILE",
     "RUNTIME_CONFIG_FILE",
     "AUDIT_FILE",
+    "FileStore",
     "InvalidEnvironment",
     "LockTimeout",
     "PartialSave",
@@ -124,34 +144,6 @@ class StoreEnvIdMismatch(StoreError):
 class StoreWriteError(StoreError):
     """The file system refused a write (disk full, read-only, permission...)."""
 
-
-class LockTimeout(StoreError):
-    """Another process holds the environment's lock for longer than the caller would wait."""
-
-    kind = "conflict"
-    exit_code = 3
-
-
-class PartialSave(StoreError):
-    """``environment.json`` was saved (committed) but a follow-up step failed.
-
-    ``saved`` is the environment as stored. The next save repairs ``runtime-config.json``.
-    """
-
-    def __init__(self, message: str, *, saved: Environment, hint: str | None = None, **details: Any) -> None:
-        super().__init__(message, hint=hint, **details)
-        self.saved = saved
-
-
-class InvalidEnvironment(StoreError, SpecError):
-    """A save was refused because the document breaks a spec rule; nothing was written.
-
-    Both a :class:`StoreError` and a :class:`SpecError`; the original rule error is
-    ``__cause__`` and its rule name is ``rule``.
-    """
-
-    kind = "validation"
-    exit_code = 2
 
 
 # --------------------------------------------------------------------------- roots
@@ -348,21 +340,96 @@ class _Paths:
         return self.env_dir / AUDIT_DIR / PENDING_AUDIT_FILE
 
 
-class Store:
+class FileStore(StoreBackend):
     """The environments under ``root`` (default :func:`default_root`).
 
     ``max_backups`` bounds how many backups of ``environment.json`` are kept per environment
-    (0 keeps none).
+    (0 keeps none). ``options`` name the writer for the lease record and bound the wait for
+    the lock (``lock_timeout``; the library default None waits as long as it takes, the CLI
+    waits ``--lock-timeout`` seconds). ``lock_ttl`` does not apply: the lock dies with its holder.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, max_backups: int = DEFAULT_MAX_BACKUPS) -> None:
+    scheme = "file"
+    lease_expires = False
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, max_backups: int = DEFAULT_MAX_BACKUPS,
+                 options: StoreOptions | None = None) -> None:
         if max_backups < 0:
             raise ValueError("max_backups must be >= 0")
         self.root = _expanduser(Path(root)) if root is not None else default_root()
         self.max_backups = max_backups
+        self.options = options if options is not None else StoreOptions(lock_timeout=None, max_backups=max_backups)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
+
+    @property
+    def url(self) -> str:
+        home = self.root.parent if self.root.name == "environments" else self.root
+        return f"file://{home}"
+
+    def location(self, env_id: str) -> str:
+        return str(self.env_dir(env_id))
+
+    def state_dir(self, env_id: str) -> Path:
+        """The environment's own directory, as before stores were pluggable (same layout)."""
+        return self.env_dir(env_id)
+
+    def check_env_id(self, env_id: str) -> None:
+        self.env_dir(env_id)
+
+    # ----------------------------------------------------------------- attachments
+
+    def _attachment_path(self, env_id: str, name: str) -> Path:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or any(p in ("..", ".", "") for p in parts) \
+                or parts[0] in (ENVIRONMENT_FILE, RUNTIME_CONFIG_FILE, LOCK_FILE, BACKUP_DIR, AUDIT_DIR):
+            raise StoreError(f"attachment name {name!r} is not a plain relative path of the environment",
+                             env_id=env_id)
+        return self.env_dir(env_id).joinpath(*parts)
+
+    def read_attachment(self, env_id: str, name: str) -> bytes | None:
+        path = self._attachment_path(env_id, name)
+        try:
+            return _read_bytes(path)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {_describe(exc)}", path=str(path)) from exc
+
+    def write_attachment(self, env_id: str, name: str, data: bytes) -> None:
+        atomic_write(self._attachment_path(env_id, name), data)
+
+    # ----------------------------------------------------------------- leases
+
+    def lease(self, env_id: str) -> LeaseInfo | None:
+        """The holder of the environment's lock, or None when nobody holds it."""
+        env_dir = self.env_dir(env_id)
+        if not (env_dir / ENVIRONMENT_FILE).is_file():
+            raise _not_found(self, env_id)
+        try:
+            fd = os.open(env_dir / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot open {env_dir / LOCK_FILE}: {_describe(exc)}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_holder(fd, env_id)
+            return None  # we could take it: nobody holds it (any record in it is stale)
+        finally:
+            os.close(fd)
+
+    def break_lease(self, env_id: str, *, audit_event: dict[str, Any]) -> LeaseInfo | None:
+        """A ``flock`` cannot be broken from outside: the kernel releases it when its holder
+        exits. Refused (naming the holder and its pid) while held; None when free."""
+        held = self.lease(env_id)
+        if held is None:
+            return None
+        raise StoreError(
+            f"environment {env_id!r} is locked by {held.describe(codec.utc_now())}; a file lock cannot be broken",
+            hint=f"it is released the moment that process exits: wait for it, or stop it (kill {held.pid})",
+            env_id=env_id, pid=held.pid)
 
     # ----------------------------------------------------------------- paths
 
@@ -524,7 +591,7 @@ class Store:
             _makedirs(env_dir, refuse_symlink=True)
         except OSError as exc:
             raise _write_error("create", env_dir, exc) from exc
-        with _EnvLock(self.env_dir(env_id), env_id, timeout=None):
+        with _EnvLock(self.env_dir(env_id), env_id, timeout=self.options.lock_timeout, options=self.options):
             if (env_dir / ENVIRONMENT_FILE).exists():
                 raise _exists(env_id)
             return self._commit(
@@ -536,18 +603,22 @@ class Store:
         """Lock the environment, load it, and yield a :class:`Transaction`.
 
         The lock (``flock`` on ``<env>/.lock``) is exclusive across processes on this host and
-        is held until the block exits. ``timeout`` (seconds) bounds the wait; None waits as long
-        as it takes, and when it runs out :class:`LockTimeout` is raised. Not re-entrant: a
-        second transaction on the same environment in the same thread waits for the first.
+        is held until the block exits. ``timeout`` (seconds) bounds the wait (default
+        ``options.lock_timeout``; None waits as long as it takes), and when it runs out
+        :class:`LockTimeout` is raised naming the holder. Not re-entrant: a second transaction
+        on the same environment in the same thread waits for the first.
         """
         env_dir = self.env_dir(env_id)
         if not (env_dir / ENVIRONMENT_FILE).is_file():
             raise _not_found(self, env_id)
-        with _EnvLock(env_dir, env_id, timeout=timeout):
+        wait = timeout if timeout is not None else self.options.lock_timeout
+        with _EnvLock(env_dir, env_id, timeout=wait, options=self.options):
             self.env_dir(env_id)  # re-check: the directory cannot have been swapped for a symlink
+            stamp = _file_stamp(env_dir / ENVIRONMENT_FILE)
             env = self._load(env_dir, env_id)
             _recover_pending_audit(_Paths(env_dir), env.generation)
             tx = Transaction(self, env_id, env_dir, env)
+            tx._stamp = stamp
             try:
                 yield tx
             finally:
@@ -564,11 +635,21 @@ class Store:
         new_env: Environment,
         audit_event: dict[str, Any],
         validate: bool = True,
+        expected_stamp: tuple[int, int, int] | None = None,
     ) -> Environment:
         paths = _Paths(env_dir)
         generation_before = previous.generation if previous is not None else new_env.generation
         if validate:
             _check_valid(new_env)
+        if expected_stamp is not None and _file_stamp(paths.environment) != expected_stamp:
+            with contextlib.suppress(OSError, StoreError):
+                _append_audit(paths, env_id, {**audit_event, "outcome": "conflict"}, generation_before,
+                              generation_before)
+            raise SaveConflict(
+                f"environment {env_id!r} changed since this command loaded it (generation {generation_before}); "
+                "nothing was saved",
+                hint="someone wrote environment.json without the lock; look at `greentic-deployer env history` "
+                     "and run the command again", env_id=env_id, generation=generation_before)
         stored = attrs.evolve(new_env, generation=generation_before + 1)
         _check_event(audit_event)
         try:
@@ -708,19 +789,20 @@ class Store:
         return True
 
 
-class Transaction:
+class Transaction(_Transaction):
     """An environment loaded under its exclusive lock (from :meth:`Store.transaction`).
 
     ``env`` is the stored environment; after a :meth:`save` it is the saved one, so several
     saves may follow each other in one transaction.
     """
 
-    def __init__(self, store: Store, env_id: str, env_dir: Path, env: Environment) -> None:
+    def __init__(self, store: FileStore, env_id: str, env_dir: Path, env: Environment) -> None:
         self.store = store
         self.env_id = env_id
         self._env_dir = env_dir
         self._env = env
         self._closed = False
+        self._stamp: tuple[int, int, int] | None = None
 
     @property
     def env(self) -> Environment:
@@ -746,12 +828,15 @@ class Transaction:
             )
         try:
             stored = self.store._commit(
-                self._env_dir, self.env_id, previous=self._env, new_env=new_env, audit_event=audit_event
+                self._env_dir, self.env_id, previous=self._env, new_env=new_env, audit_event=audit_event,
+                expected_stamp=self._stamp,
             )
         except PartialSave as exc:
             self._env = exc.saved
+            self._stamp = _file_stamp(_Paths(self._env_dir).environment)
             raise
         self._env = stored
+        self._stamp = _file_stamp(_Paths(self._env_dir).environment)
         return stored
 
     def audit(self, event: dict[str, Any]) -> None:
@@ -785,12 +870,18 @@ class Transaction:
 
 
 class _EnvLock:
-    """Exclusive ``flock`` on ``<env_dir>/.lock``; released when the descriptor closes."""
+    """Exclusive ``flock`` on ``<env_dir>/.lock``; released when the descriptor closes.
 
-    def __init__(self, env_dir: Path, env_id: str, *, timeout: float | None) -> None:
+    While held, the file holds the holder's record (one JSON line) so that waiters and
+    ``env lock`` can say who holds it; it is emptied before release.
+    """
+
+    def __init__(self, env_dir: Path, env_id: str, *, timeout: float | None,
+                 options: StoreOptions | None = None) -> None:
         self.path = env_dir / LOCK_FILE
         self.env_id = env_id
         self.timeout = timeout
+        self.options = options
         self.fd: int | None = None
 
     def __enter__(self) -> _EnvLock:
@@ -805,17 +896,30 @@ class _EnvLock:
         try:
             os.fchmod(fd, _FILE_MODE)
             self._acquire(fd)
+            self._write_holder(fd)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
         return self
 
+    def _write_holder(self, fd: int) -> None:
+        if self.options is None:
+            return
+        now = codec.utc_now()
+        record = {"holder": self.options.holder, "pid": os.getpid(), "command": self.options.command,
+                  "acquired": codec.format_timestamp(now), "expires": None, "token": time.time_ns()}
+        with contextlib.suppress(OSError):  # the record is information; the flock is the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"), 0)
+
     def _acquire(self, fd: int) -> None:
-        if self.timeout is None:
+        if self.timeout is None and (self.options is None or self.options.on_wait is None):
             fcntl.flock(fd, fcntl.LOCK_EX)
             return
-        deadline = time.monotonic() + max(0.0, self.timeout)
+        started = time.monotonic()
+        deadline = None if self.timeout is None else started + max(0.0, self.timeout)
+        next_report = started
         delay = 0.005
         while True:
             try:
@@ -823,21 +927,55 @@ class _EnvLock:
                 return
             except BlockingIOError:
                 pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                holder = _read_holder(fd, self.env_id)
+                held_by = f" by {holder.describe(codec.utc_now())}" if holder is not None else " by another process"
                 raise LockTimeout(
-                    f"environment {self.env_id!r} is locked by another process (waited {self.timeout:g}s)",
-                    hint="another greentic-deployer command is changing it; retry when it has finished",
+                    f"environment {self.env_id!r} is locked{held_by} (waited {self.timeout:g}s)",
+                    hint="another greentic-deployer command is changing it; retry when it has finished "
+                         "(--lock-timeout S waits longer)",
                     env_id=self.env_id,
                     path=str(self.path),
+                    **({"holder": holder.to_json()} if holder is not None else {}),
                 )
-            time.sleep(min(delay, remaining))
+            if self.options is not None and self.options.on_wait is not None and now >= next_report:
+                holder = _read_holder(fd, self.env_id)
+                if holder is not None:
+                    self.options.on_wait(holder, now - started)
+                next_report = now + 1.0
+            pause = delay if deadline is None else min(delay, deadline - now)
+            time.sleep(max(pause, 0.0))
             delay = min(delay * 2, 0.1)
 
     def __exit__(self, *exc_info: object) -> None:
         if self.fd is not None:
+            if self.options is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, 0)  # at rest .lock is empty, as it always was
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
+
+
+def _read_holder(fd: int, env_id: str) -> LeaseInfo | None:
+    """The holder record in a ``.lock`` file (None when empty or unreadable)."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"null")
+        return LeaseInfo(env_id=env_id, holder=str(record["holder"]), pid=int(record["pid"]),
+                         command=str(record.get("command") or ""),
+                         acquired=codec.parse_timestamp(record["acquired"]), expires=None,
+                         token=int(record.get("token") or 0))
+    except (OSError, ValueError, TypeError, KeyError, GreenticError):
+        return None
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """Identity of the file's current content for compare-and-swap: inode, size, mtime."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _check_safe_env_id(env_id: Any) -> None:
@@ -991,7 +1129,7 @@ def _annotate(exc: GreenticError, path: Path, env_dir: Path) -> None:
         exc.hint = f"fix {path} by hand or restore a copy from {env_dir / BACKUP_DIR}"
 
 
-def _not_found(store: Store, env_id: str) -> EnvironmentNotFound:
+def _not_found(store: FileStore, env_id: str) -> EnvironmentNotFound:
     return EnvironmentNotFound(
         f"environment {env_id!r} not found in {store.root}",
         hint=_LIST_HINT,
@@ -1005,3 +1143,7 @@ def _exists(env_id: str) -> EnvironmentExists:
         hint="choose another id, or change it with the env commands",
         env_id=env_id,
     )
+
+
+#: The name the file backend had before stores were pluggable (kept: plugins and tests use it).
+Store = FileStore

@@ -1,0 +1,95 @@
+"""The store commands (`store init|doctor`) and the lease commands (`env lock|unlock`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..codec import utc_now
+from ..errors import GreenticError
+
+
+def register(cli: click.Group) -> None:
+    env_group = cli.commands["env"]
+
+    @env_group.command("lock")
+    @click.argument("env_id")
+    @click.pass_obj
+    def env_lock(obj, env_id) -> None:
+        """Show who holds ENV's lease (holder, pid, command, since when, until when)."""
+        store = obj.store()
+        lease = store.lease(env_id)
+        doc: dict[str, Any] = {"ok": True, "env_id": env_id, "store": store.url, "locked": lease is not None,
+                               "lease": lease.to_json() if lease is not None else None}
+
+        def human(console) -> None:
+            if lease is None:
+                console.print(f"environment {env_id} is not locked", markup=False)
+            else:
+                console.print(f"environment {env_id} is locked by {lease.describe(utc_now())} "
+                              f"(fencing token {lease.token})", markup=False)
+
+        obj.out.result(doc, human)
+
+    @env_group.command("unlock")
+    @click.argument("env_id")
+    @click.option("--force", is_flag=True, help="Required: breaking a lease is never done by accident.")
+    @click.pass_obj
+    def env_unlock(obj, env_id, force) -> None:
+        """Break ENV's lease whoever holds it (audited).
+
+        The old holder cannot save afterwards: its next save fails compare-and-swap. Use it for
+        a holder that is gone when you do not want to wait for the lease to expire.
+        """
+        from . import command_line
+
+        if not force:
+            raise click.UsageError("breaking a lease needs --force (see `greentic-deployer env lock ENV` first)")
+        store = obj.store()
+        removed = store.break_lease(env_id, audit_event={"actor": obj.actor, "command": command_line(),
+                                                         "verb": "env.unlock", "outcome": "ok"})
+        doc = {"ok": True, "env_id": env_id, "broken": removed is not None,
+               "lease": removed.to_json() if removed is not None else None}
+        obj.out.result(doc, lambda c: c.print(
+            f"broke the lease of {env_id} held by {removed.describe(utc_now())}" if removed is not None
+            else f"environment {env_id} was not locked; nothing to do", markup=False))
+
+    @cli.group("store")
+    def store_group() -> None:
+        """The store environments live in (--store URL / GREENTIC_STORE)."""
+
+    @store_group.command("init")
+    @click.pass_obj
+    def store_init(obj) -> None:
+        """Create or migrate what the store needs (tables, schema version); safe to repeat."""
+        store = obj.store()
+        report = store.init()
+        doc = {"ok": True, "store": store.url, **report}
+        obj.out.result(doc, lambda c: c.print(
+            f"store {store.url}: schema version {report.get('schema_version')}"
+            + (" (created or migrated)" if report.get("changed") else " (already up to date)"), markup=False))
+
+    @store_group.command("doctor")
+    @click.pass_obj
+    def store_doctor(obj) -> None:
+        """Check the store: reachable, schema version, read and write permission, lease clock."""
+        try:
+            store = obj.store()
+        except GreenticError as exc:
+            checks = [("open", False, exc.message)]
+            url = None
+        else:
+            checks = store.doctor()
+            url = store.url
+        ok = all(passed for _, passed, _ in checks)
+        doc = {"ok": ok, "store": url,
+               "checks": [{"name": n, "status": "pass" if p else "fail", "message": m} for n, p, m in checks]}
+
+        def human(console) -> None:
+            for name, passed, message in checks:
+                console.print(f"{'PASS' if passed else 'FAIL'}  {name}: {message}", markup=False)
+
+        obj.out.result(doc, human)
+        if not ok:
+            click.get_current_context().exit(5)
