@@ -104,6 +104,19 @@ def validate_answers(descriptor: DeployerDescriptor, answers: Any) -> dict[str, 
     return dict(answers)
 
 
+def absolute_path_answers(descriptor: DeployerDescriptor, answers: Mapping[str, Any]) -> dict[str, Any]:
+    """The answers with every string answer whose schema says ``"format": "path"`` made absolute
+    (against the current directory), as ``env init`` records them: a relative path would name a
+    different directory from every working directory a later command runs in."""
+    properties = (descriptor.answers_schema or {}).get("properties") or {}
+    result = dict(answers)
+    for key, value in answers.items():
+        spec = properties.get(key)
+        if isinstance(value, str) and value and isinstance(spec, Mapping) and spec.get("format") == "path":
+            result[key] = str(Path(value).expanduser().absolute())
+    return result
+
+
 def redact_answers(descriptor: DeployerDescriptor | None, answers: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the answers that is safe to print or audit."""
     secrets = descriptor.secret_keys() if descriptor else frozenset()

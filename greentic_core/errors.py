@@ -12,11 +12,15 @@ from typing import Any, ClassVar
 
 
 #: An error message or hint longer than this (it quotes a huge value from a hostile document)
-#: keeps its start and end with the middle cut out, so it stays one readable line.
+#: keeps its start and end with the middle cut out, so it stays one readable line. The cut is
+#: made only where the text leaves the process (:meth:`GreenticError.to_json`, the CLI's
+#: output, the audit), never when the error is made: secrets are scrubbed from the whole text
+#: first, so a long secret is never cut into pieces that no longer match it.
 MAX_MESSAGE_CHARS = 1000
 
 
 def bounded(text: str) -> str:
+    """``text`` with its middle cut out when longer than :data:`MAX_MESSAGE_CHARS`."""
     if not isinstance(text, str) or len(text) <= MAX_MESSAGE_CHARS:
         return text
     head, tail = MAX_MESSAGE_CHARS * 2 // 3, MAX_MESSAGE_CHARS // 4
@@ -30,19 +34,18 @@ class GreenticError(Exception):
     exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
-        message = bounded(message)
         super().__init__(message)
-        self.message = message
-        self.hint = bounded(hint) if hint else hint
+        self.message = message  # whole: scrubbed before it is cut (see MAX_MESSAGE_CHARS)
+        self.hint = hint
         self.details = details
 
     def __str__(self) -> str:
-        return self.message
+        return bounded(self.message)  # scrub ``message`` (whole), never str(): it may be cut
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"kind": self.kind, "error": type(self).__name__, "message": self.message}
+        doc: dict[str, Any] = {"kind": self.kind, "error": type(self).__name__, "message": bounded(self.message)}
         if self.hint:
-            doc["hint"] = self.hint
+            doc["hint"] = bounded(self.hint)
         if self.details:
             doc["details"] = {k: _jsonable(v) for k, v in self.details.items()}
         return doc

@@ -27,10 +27,11 @@ import attrs
 
 from . import lifecycle, traffic
 from .codec import utc_now
-from .contract import REDACTED, BoundDeployer, redact_answers
+from .contract import REDACTED, BoundDeployer, absolute_path_answers, redact_answers
 from .errors import (
     DeployerError,
     GreenticError,
+    bounded,
     PluginUnusable,
     ProviderError,
     ProviderTimeout,
@@ -189,6 +190,11 @@ def _secret_values(bound: BoundDeployer) -> tuple[str, ...]:
     values = {str(v) for k, v in bound.answers.items() if k in secrets and v not in (None, "")}
     # longest first, so a secret that contains another is replaced whole
     return tuple(sorted((v for v in values if len(v) >= 3), key=len, reverse=True))
+
+
+def _whole(exc: BaseException) -> str:
+    """An error's whole text, to scrub before anything cuts it (``str()`` of ours is cut)."""
+    return exc.message if isinstance(exc, GreenticError) else str(exc)
 
 
 def _scrub(value: Any, secrets: Sequence[str]) -> Any:
@@ -392,14 +398,14 @@ class Operator:
             outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
             if isinstance(exc, GreenticError):
                 _scrub_error(exc, getattr(self, "_secrets", ()))
-            error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            error = "interrupted" if isinstance(exc, KeyboardInterrupt) else bounded(str(exc))  # scrubbed, then cut
             undone = None
             if undo is not None and not isinstance(exc, KeyboardInterrupt):
                 try:
                     _call_with_deadline(undo[1], undo[0], timeout if timeout is not None else UNDO_TIMEOUT)
                     undone = f"{undo[0]} ok"
                 except DeployerError as undo_exc:
-                    undone = f"{undo[0]} failed: {self._scrub(str(undo_exc))}"
+                    undone = f"{undo[0]} failed: {bounded(self._scrub(undo_exc.message))}"
             try:
                 tx.audit(self._event(verb=op or verb, provider_verb=verb, outcome=outcome, error=error,
                                      duration_ms=round((time.monotonic() - started) * 1000), undo=undone,
@@ -420,6 +426,7 @@ class Operator:
         self.store.check_env_id(env_id)  # refuses ids unsafe as a directory name
         kind = self._pin(deployer)
         bound = self.registry.bind(kind, dict(answers or {}), None)  # validates answers first
+        bound.answers = absolute_path_answers(bound.descriptor, bound.answers)
         host = HostConfig(env_id=env_id, listen_addr=listen_addr)
         env = Environment(
             environment_id=env_id, name=name or env_id, host_config=host,
@@ -523,7 +530,7 @@ class Operator:
             try:
                 result = lifecycle.warm_revision(env, rid, now=now, health_gate=gate)
             except lifecycle.HealthGateFailed as exc:
-                tx.save(exc.environment, audit_event={**event, "outcome": "health_gate_failed", "error": str(exc)})
+                tx.save(exc.environment, audit_event={**event, "outcome": "health_gate_failed", "error": bounded(str(exc))})
                 raise
             stored = tx.save(result.env, audit_event={**event, "outcome": "ok"})
             return VerbResult(stored.revision(rid), result.starting_lifecycle, record_only,
@@ -537,7 +544,7 @@ class Operator:
                 observed = bound.observe(env).revision(rid)
             except DeployerError as exc:
                 return lifecycle.HealthGateFailure(failed_checks=("provider-health",),
-                                                   message=f"observe failed after warm: {self._scrub(str(exc))}")
+                                                   message=bounded(f"observe failed after warm: {self._scrub(_whole(exc))}"))
             if observed.present and observed.serving:
                 return None
             return lifecycle.HealthGateFailure(
@@ -743,9 +750,9 @@ class Operator:
             try:
                 for check in bound.preflight(env):
                     checks.append(attrs.evolve(check, name=f"preflight:{check.name}",
-                                               message=self._scrub(check.message)))
+                                               message=bounded(self._scrub(check.message))))
             except DeployerError as exc:
-                add("preflight", CheckStatus.FAIL, self._scrub(str(exc)))
+                add("preflight", CheckStatus.FAIL, bounded(self._scrub(_whole(exc))))
         else:
             add("preflight", CheckStatus.SKIP, "the plugin has no preflight checks")
         return checks

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ..errors import bounded
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -76,6 +78,10 @@ class Output:
             self.stderr.print(message, markup=False, highlight=False)
 
     def error(self, kind: str, message: str, hint: str | None, doc: dict[str, Any]) -> None:
+        # the one place errors leave the CLI: cut long texts here, after secrets were scrubbed
+        message, hint = bounded(message), bounded(hint) if hint else hint
+        if "message" in doc:
+            doc = {**doc, "message": message, **({"hint": hint} if doc.get("hint") is not None else {})}
         if self.json_mode:
             text = json.dumps({"ok": False, **doc}, indent=2, ensure_ascii=False, default=str) + "\n"
             sys.stdout.write(_printable(text, sys.stdout))

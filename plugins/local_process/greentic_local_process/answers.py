@@ -33,8 +33,16 @@ ANSWERS_SCHEMA: dict[str, Any] = {
             "description": "Router address; overrides the environment's host_config.listen_addr.",
         },
         "state_dir": {
-            "type": "string", "minLength": 1,
-            "description": "Directory for process and router files (default: the environment directory).",
+            "type": "string", "minLength": 1, "format": "path",
+            "description": "Directory for process and router files (default: the environment directory). "
+                           "Made absolute when `env init` records it; created 0700.",
+        },
+        "pass_env": {
+            "type": "array", "uniqueItems": True,
+            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*\\*?$"},
+            "default": ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER", "LOGNAME"],
+            "description": "Variables of the caller's environment a revision process gets (names, or "
+                           "PREFIX* patterns); recorded when the revision is staged. workload.env is laid over them.",
         },
         "router_max_body_bytes": {
             "type": "integer", "minimum": 0, "default": 64 * 1024 * 1024,
@@ -53,12 +61,15 @@ class Answers:
     listen_addr: str | None = None
     state_dir: Path | None = None
     router_max_body_bytes: int = 64 * 1024 * 1024
+    pass_env: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER", "LOGNAME")
 
     @classmethod
     def parse(cls, answers: Mapping[str, Any] | None) -> "Answers":
         data = dict(answers or {})
         if "state_dir" in data:
             data["state_dir"] = Path(data["state_dir"])
+        if "pass_env" in data:
+            data["pass_env"] = tuple(data["pass_env"])
         return cls(**data)
 
     def root(self, state_dir: Path | None) -> Path:
@@ -66,4 +77,10 @@ class Answers:
         root = self.state_dir or state_dir
         if root is None:
             raise ValueError("local-process needs a state directory (run it through greentic-deployer)")
+        if not Path(root).is_absolute():
+            # a relative path would mean another directory from every working directory
+            from greentic_core import ProviderError
+
+            raise ProviderError(f"the state_dir answer {str(root)!r} is relative",
+                                hint="record an absolute path (`env init` makes it absolute for you)")
         return Path(root)

@@ -52,9 +52,10 @@ def _root(answers, state_dir) -> tuple[Answers, Path]:
 def greentic_stage_revision(env, revision_id, answers, state_dir):
     from . import processes
 
-    _, root = _root(answers, state_dir)
-    directory = processes.prepare(root, env.revision(revision_id))
-    return StageOutcome(detail={"directory": str(directory)})
+    parsed, root = _root(answers, state_dir)
+    directory = processes.prepare(root, env.revision(revision_id), parsed.pass_env)
+    passed = sorted(processes.recorded_environment(root, revision_id))
+    return StageOutcome(detail={"directory": str(directory), "environment": passed})
 
 
 @hookimpl
@@ -69,7 +70,8 @@ def greentic_warm_revision(env, revision_id, answers, state_dir, progress, timeo
         return WarmOutcome(detail={"pid": existing.pid, "port": existing.port, "already_running": True})
     if existing is not None:  # ours but unhealthy: replace it
         processes.stop(root, revision_id, parsed.stop_grace_seconds)
-    record = processes.start(root, revision, env.environment_id, log_max_bytes=parsed.log_max_bytes)
+    record = processes.start(root, revision, env.environment_id, log_max_bytes=parsed.log_max_bytes,
+                             pass_env=parsed.pass_env)
     try:
         processes.wait_healthy(root, record, health_path,
                                timeout=timeout if timeout is not None else parsed.warm_timeout_seconds,
@@ -223,7 +225,9 @@ def greentic_preflight(env, answers, state_dir):
             except OSError as exc:
                 checks.append(PreflightCheck(name="listen-address", status=CheckStatus.FAIL,
                                              message=f"{listen} cannot be bound: {exc.strerror}"))
-    root.mkdir(parents=True, exist_ok=True)
+    from .files import make_private
+
+    make_private(root)
     writable = os.access(root, os.W_OK)
     checks.append(PreflightCheck(name="state-directory", status=CheckStatus.PASS if writable else CheckStatus.FAIL,
                                  message=f"{root} is {'writable' if writable else 'not writable'}"))

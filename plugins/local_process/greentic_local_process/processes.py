@@ -1,12 +1,22 @@
 """Revision processes: start, health-wait, inspect and stop, with their state on disk.
 
 Each revision has a directory ``<root>/revisions/<revision_id>/`` holding ``process.json``
-(pid, kernel start time, port, argv), ``stdout.log`` and ``stderr.log``. A process is only
-ever signalled when its pid *and* its start time match what we recorded.
+(pid, kernel start time, port, argv), ``environment.json`` (the variables passed from the
+caller, recorded once), ``stdout.log`` and ``stderr.log``. A process is only ever signalled
+when its pid *and* its start time match what we recorded. Every file is opened without
+following symlinks (:mod:`greentic_local_process.files`).
+
+The environment of a revision process is explicit, so it is the same whoever starts it (a warm
+from one shell, an ``env reconcile`` from another): the variables of the caller named by the
+``pass_env`` answer (names or ``PREFIX*`` patterns; :data:`DEFAULT_PASS_ENV` by default) are
+recorded when the revision is first prepared, then ``workload.env`` is laid over them, then
+``PORT`` and the ``GREENTIC_*`` variables. Nothing else of the caller's environment (cloud
+credentials, tokens) reaches the process.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -22,10 +32,13 @@ import attrs
 
 from greentic_core import ProviderError, ProviderTimeout, Revision
 
-from . import procinfo
+from . import files, procinfo
 
 Progress = Callable[[str], None]
 LOG_TAIL_LINES = 15
+#: what a revision process gets from the caller's environment unless the pass_env answer says otherwise
+DEFAULT_PASS_ENV = ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER", "LOGNAME")
+ENVIRONMENT_FILE = "environment.json"
 
 
 @attrs.frozen(kw_only=True)
@@ -48,7 +61,10 @@ def revision_dir(root: Path, revision_id: str) -> Path:
 
 def read_record(root: Path, revision_id: str) -> ProcessRecord | None:
     try:
-        data = json.loads((revision_dir(root, revision_id) / "process.json").read_text())
+        directory = files.existing_private_dir(root, "revisions", revision_id)
+        if directory is None:
+            return None
+        data = json.loads(files.read_text(directory / "process.json"))
         data["argv"] = tuple(data["argv"])
         return ProcessRecord(**data)
     except (OSError, ValueError, TypeError, KeyError):
@@ -60,7 +76,8 @@ def _write_record(root: Path, record: ProcessRecord) -> None:
 
     payload = attrs.asdict(record)
     payload["argv"] = list(record.argv)
-    atomic_write(revision_dir(root, record.revision_id) / "process.json", json.dumps(payload, indent=2).encode())
+    directory = files.private_dir(root, "revisions", record.revision_id)
+    atomic_write(directory / "process.json", json.dumps(payload, indent=2).encode())
 
 
 def running_record(root: Path, revision_id: str) -> ProcessRecord | None:
@@ -90,7 +107,7 @@ def log_tail(root: Path, revision_id: str, lines: int = LOG_TAIL_LINES) -> str:
     parts = []
     for name in ("stderr.log", "stdout.log"):
         try:
-            text = (revision_dir(root, revision_id) / name).read_text(errors="replace")
+            text = files.read_text(revision_dir(root, revision_id) / name)
         except OSError:
             continue
         tail = [line for line in text.splitlines() if line.strip()][-lines:]
@@ -99,7 +116,7 @@ def log_tail(root: Path, revision_id: str, lines: int = LOG_TAIL_LINES) -> str:
     return "; ".join(parts) if parts else "(no output)"
 
 
-def check_runnable(revision: Revision) -> list[str]:
+def check_runnable(revision: Revision, path: str | None = None) -> list[str]:
     """Why the revision's command cannot run here (empty when it can)."""
     workload = revision.workload
     if workload is None or not workload.command:
@@ -113,25 +130,65 @@ def check_runnable(revision: Revision) -> list[str]:
         candidate = Path(cwd or ".") / exe if not os.path.isabs(exe) else Path(exe)
         if not (candidate.is_file() and os.access(candidate, os.X_OK)):
             problems.append(f"executable {exe!r} not found or not executable")
-    elif shutil.which(exe) is None:
+    elif shutil.which(exe, path=path) is None:
         problems.append(f"executable {exe!r} not found on PATH")
     return problems
 
 
-def prepare(root: Path, revision: Revision) -> Path:
-    problems = check_runnable(revision)
+def prepare(root: Path, revision: Revision, pass_env: tuple[str, ...] = DEFAULT_PASS_ENV) -> Path:
+    """The revision's directory (0700, no symlink on the way), with its environment recorded.
+
+    Checked before anything is created: the command must be found on the PATH the process will
+    get (the recorded one, else the caller's)."""
+    existing = files.existing_private_dir(root, "revisions", revision.revision_id)
+    recorded = _read_environment(existing) if existing is not None else None
+    environment = recorded if recorded is not None else passed_environment(pass_env)
+    problems = check_runnable(revision, path=environment.get("PATH", os.defpath))
     if problems:
         raise ProviderError(f"revision {revision.revision_id} cannot run: {problems[0]}",
                             hint="stage a new revision with a command that exists here")
-    directory = revision_dir(root, revision.revision_id)
-    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # revisions/: 0700 too, not umask's
-    directory.mkdir(exist_ok=True, mode=0o700)
+    directory = files.private_dir(root, "revisions", revision.revision_id)
+    if recorded is None:
+        from greentic_core.store import atomic_write
+
+        # 0600: values may be private
+        atomic_write(directory / ENVIRONMENT_FILE, (json.dumps(environment, indent=2) + "\n").encode())
     return directory
 
 
+def passed_environment(pass_env: tuple[str, ...], source: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's variables that ``pass_env`` names (``NAME`` or ``PREFIX*``)."""
+    source = dict(os.environ) if source is None else source
+    return {name: value for name, value in sorted(source.items())
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in pass_env)}
+
+
+def _read_environment(directory: Path) -> dict[str, str] | None:
+    """The environment recorded for a revision (None when none is)."""
+    path = directory / ENVIRONMENT_FILE
+    try:
+        data = json.loads(files.read_text(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ProviderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                            hint="remove it to record the caller's environment again") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ProviderError(f"{path} is not an object of strings",
+                            hint="remove it to record the caller's environment again")
+    return data
+
+
+def recorded_environment(root: Path, revision_id: str) -> dict[str, str]:
+    """What :func:`prepare` recorded for the revision (empty when nothing is)."""
+    directory = files.existing_private_dir(root, "revisions", revision_id)
+    return (_read_environment(directory) or {}) if directory is not None else {}
+
+
 def open_log(path: Path):
-    """Open a log for appending, created 0600 (what a revision prints may be sensitive)."""
-    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab")
+    """Open a log for appending, created 0600 (what a revision prints may be sensitive); a
+    symlink in its place is refused."""
+    return files.open_append(path)
 
 
 def _rotate(path: Path, max_bytes: int) -> None:
@@ -142,12 +199,13 @@ def _rotate(path: Path, max_bytes: int) -> None:
         pass
 
 
-def start(root: Path, revision: Revision, env_id: str, *, log_max_bytes: int) -> ProcessRecord:
+def start(root: Path, revision: Revision, env_id: str, *, log_max_bytes: int,
+          pass_env: tuple[str, ...] = DEFAULT_PASS_ENV) -> ProcessRecord:
     """Start the revision's command as its own session (detached from the CLI), logs to files."""
-    directory = prepare(root, revision)
+    directory = prepare(root, revision, pass_env)
     assert revision.workload is not None and revision.workload.command
     port = free_port()
-    child_env = dict(os.environ)
+    child_env = recorded_environment(root, revision.revision_id)
     child_env.update(revision.workload.env)
     child_env.update({
         "PORT": str(port),
@@ -212,26 +270,19 @@ def stop(root: Path, revision_id: str, grace_seconds: float) -> str:
     if record is None:
         return "not-running"
     result = procinfo.terminate_group(record.pid, record.start_time, grace_seconds)
-    try:
-        (revision_dir(root, revision_id) / "process.json").unlink()
-    except FileNotFoundError:
-        pass
+    directory = files.existing_private_dir(root, "revisions", revision_id)  # checked: no symlink
+    if directory is not None:
+        try:
+            os.unlink(directory / "process.json")
+        except FileNotFoundError:
+            pass
     return result
 
 
 def remove(root: Path, revision_id: str, *, keep_logs: bool) -> None:
-    directory = revision_dir(root, revision_id)
-    if not directory.exists():
+    """Delete the revision's directory (its logs kept with ``keep_logs``); a symlink at any level
+    is refused, so nothing outside the directory is ever deleted."""
+    directory = files.existing_private_dir(root, "revisions", revision_id)
+    if directory is None:
         return
-    for entry in directory.iterdir():
-        if keep_logs and entry.name.startswith(("stdout.log", "stderr.log")):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-    if not keep_logs:
-        try:
-            directory.rmdir()
-        except OSError:
-            pass
+    files.remove_dir(directory, keep=("stdout.log", "stderr.log") if keep_logs else ())

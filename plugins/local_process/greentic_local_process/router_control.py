@@ -22,7 +22,7 @@ from typing import Any, Callable
 from greentic_core import Environment, ProviderError, ProviderTimeout
 from greentic_core.spec import DEFAULT_LISTEN_ADDR
 
-from . import procinfo, processes
+from . import files, procinfo, processes
 
 Progress = Callable[[str], None]
 START_TIMEOUT = 15.0
@@ -33,8 +33,11 @@ def router_dir(root: Path) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from the router directory (checked: no symlink), None when absent or bad."""
+    if files.existing_private_dir(path.parent.parent, path.parent.name) is None:
+        return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(files.read_text(path))
         return data if isinstance(data, dict) else None
     except (OSError, ValueError):
         return None
@@ -104,8 +107,7 @@ def _address(root: Path, revision_id: str) -> str | None:
 def write_table(root: Path, table: dict[str, Any]) -> None:
     from greentic_core.store import atomic_write
 
-    directory = router_dir(root)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory = files.private_dir(root, "router")
     atomic_write(directory / "router-table.json", (json.dumps(table, indent=2) + "\n").encode())
 
 
@@ -163,14 +165,14 @@ def status(root: Path) -> dict[str, Any] | None:
 
 def _log_tail(root: Path) -> str:
     try:
-        lines = (router_dir(root) / "router.log").read_text(errors="replace").splitlines()
+        lines = files.read_text(router_dir(root) / "router.log").splitlines()
     except OSError:
         return "(no router log)"
     return " | ".join(line for line in lines[-8:] if line.strip()) or "(empty router log)"
 
 
 def start_router(root: Path, *, max_body_bytes: int, progress: Progress) -> dict[str, Any]:
-    directory = router_dir(root)
+    directory = files.private_dir(root, "router")
     (directory / "router.json").unlink(missing_ok=True)
     log = processes.open_log(directory / "router.log")
     with log:
