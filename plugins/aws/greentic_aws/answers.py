@@ -65,6 +65,15 @@ ANSWERS_SCHEMA: dict[str, Any] = {
             "type": "string", "pattern": "^/", "maxLength": 128,
             "description": "Path-pattern condition of the per-deployment listener rule (same placeholders).",
         },
+        "rule_priorities": {
+            "type": "object", "additionalProperties": False, "required": ["first", "last"],
+            "properties": {"first": {"type": "integer", "minimum": 1, "maximum": 50000},
+                           "last": {"type": "integer", "minimum": 1, "maximum": 50000}},
+            "description": "Priority range of the listener rules this provider creates (ALB: 1..50000, lower "
+                           "wins). A new rule goes after the highest priority used in the range, else into the "
+                           "lowest free one. Default: 1..50000. Give a range below your own catch-all rules "
+                           "(e.g. first 1, last 99 when yours start at 100) so deployments are matched first.",
+        },
         "cpu": {"type": "string", "pattern": "^[0-9]+$", "default": "256", "description": "Task CPU units."},
         "memory": {"type": "string", "pattern": "^[0-9]+$", "default": "512", "description": "Task memory (MiB)."},
         "execution_role_arn": {"type": "string", "pattern": ROLE_ARN_PATTERN},
@@ -128,6 +137,7 @@ class Answers:
     poll_interval_seconds: float = 5.0
     failed_tasks_limit: int = 2
     drain_slack_seconds: float = 10.0
+    rule_priorities: Mapping[str, int] = attrs.field(factory=lambda: {"first": 1, "last": 50000})
 
     @classmethod
     def parse(cls, answers: Mapping[str, Any] | None) -> "Answers":
@@ -150,6 +160,13 @@ class Answers:
                 raise InvalidAnswers(f"aws-ecs answers: target group ARN {str(arn)[:160]!r} is malformed")
         if len(set(data["target_group_arns"])) != len(data["target_group_arns"]):
             raise InvalidAnswers("aws-ecs answers: target_group_arns lists a target group twice")
+        priorities = data.get("rule_priorities")
+        if priorities is not None:
+            first, last = priorities.get("first"), priorities.get("last")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 50000 for v in (first, last)) \
+                    or first > last:
+                raise InvalidAnswers(f"aws-ecs answers: rule_priorities {priorities!r} must be "
+                                     "{\"first\": F, \"last\": L} with 1 <= F <= L <= 50000")
         return cls(**{**_DEFAULTS, **data})
 
     # -- derived ---------------------------------------------------------------------
@@ -170,6 +187,13 @@ class Answers:
             conditions.append({"Field": "path-pattern",
                                "PathPatternConfig": {"Values": [_fill(self.routing_path, values)]}})
         return conditions
+
+    def route_problems(self, *, env_id: str, deployment_id: str, bundle_id: str) -> list[str]:
+        """What an ALB refuses in the deployment's listener-rule conditions, after the placeholders are filled."""
+        from .rules import conditions_problems
+
+        conditions = self.conditions(env_id=env_id, deployment_id=deployment_id, bundle_id=bundle_id)
+        return [f"{p} (routing_host/routing_path filled for env {env_id!r})" for p in conditions_problems(conditions)]
 
     def image_for(self, *, env_id: str, deployment_id: str, bundle_id: str, revision_id: str) -> str | None:
         if not self.default_image:

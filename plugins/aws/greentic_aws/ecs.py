@@ -46,6 +46,7 @@ from greentic_core import (
 
 from . import __version__
 from .answers import Answers
+from .rules import MAX_PRIORITY, choose_priority
 from .weights import MAX_TARGET_GROUPS_PER_ACTION, Conversion, to_alb_weights, to_basis_points
 
 MANAGED_BY_KEY = "greentic:managed-by"
@@ -105,12 +106,28 @@ def client_token(*parts: str) -> str:
     return str(uuid.uuid5(_TOKEN_NAMESPACE, "/".join(parts)))
 
 
+def env_tag(env_id: str) -> str:
+    """``env_id`` as written in tag values: itself up to 200 characters, else a prefix plus a hash.
+
+    Tag values hold at most 256 characters, and the claim tag holds the env id plus two
+    26-character ids: 200 keeps every tag within the limit, as names are kept within theirs.
+    """
+    if len(env_id) <= 200:
+        return env_id
+    return f"{env_id[:182]}~{hashlib.sha256(env_id.encode()).hexdigest()[:17]}"
+
+
 def claim_value(env_id: str, deployment_id: str, revision_id: str) -> str:
-    return f"{env_id}/{deployment_id}/{revision_id}"
+    return f"{env_tag(env_id)}/{deployment_id}/{revision_id}"
+
+
+def claim_owner(holder: str | None) -> list[str]:
+    """``[env tag, deployment id]`` of a claim tag value."""
+    return (holder or "").split("/")[:2]
 
 
 def ownership(env_id: str, deployment_id: str, revision_id: str | None = None) -> dict[str, str]:
-    tags = {MANAGED_BY_KEY: MANAGED_BY, TAG_ENV: env_id, TAG_DEPLOYMENT: deployment_id}
+    tags = {MANAGED_BY_KEY: MANAGED_BY, TAG_ENV: env_tag(env_id), TAG_DEPLOYMENT: deployment_id}
     if revision_id:
         tags[TAG_REVISION] = revision_id
     return tags
@@ -134,7 +151,7 @@ def tag_map(tags: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
 
 
 def owned_by(tags: Mapping[str, str], env_id: str, deployment_id: str) -> bool:
-    return (tags.get(MANAGED_BY_KEY) == MANAGED_BY and tags.get(TAG_ENV) == env_id
+    return (tags.get(MANAGED_BY_KEY) == MANAGED_BY and tags.get(TAG_ENV) == env_tag(env_id)
             and tags.get(TAG_DEPLOYMENT) == deployment_id)
 
 
@@ -312,6 +329,8 @@ class Route:
     actions: list[dict[str, Any]]
     conditions: list[dict[str, Any]] = attrs.field(factory=list)
     rules: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Our other rules with the same conditions, behind this one (a resent CreateRule left them).
+    duplicates: list[str] = attrs.field(factory=list)
 
     @property
     def targets(self) -> list[tuple[str, int]]:
@@ -417,11 +436,15 @@ class EcsProvider:
         if rules is None:
             rules = self.rules()
         key = _condition_key(conditions)
-        match = next((r for r in rules if not r.get("IsDefault") and _condition_key(r.get("Conditions", [])) == key),
-                     None)
-        if match is None:
+        matches = sorted((r for r in rules if not r.get("IsDefault") and _condition_key(r.get("Conditions", [])) == key),
+                         key=lambda r: int(r["Priority"]) if str(r.get("Priority", "")).isdigit() else MAX_PRIORITY + 1)
+        if not matches:
             return Route(kind="none", arn=None, actions=[], conditions=conditions, rules=rules)
-        tags = self.tags_of([match["RuleArn"]]).get(match["RuleArn"], {})
+        match = matches[0]  # the one the ALB evaluates first
+        all_tags = self.tags_of([r["RuleArn"] for r in matches])
+        tags = all_tags.get(match["RuleArn"], {})
+        duplicates = [r["RuleArn"] for r in matches[1:] if owned_by(all_tags.get(r["RuleArn"], {}), self.env_id,
+                                                                    deployment_id)]
         if not owned_by(tags, self.env_id, deployment_id):
             raise ProviderError(
                 f"listener rule {match['RuleArn']} (conditions {_describe_conditions(conditions)}) exists "
@@ -431,7 +454,7 @@ class EcsProvider:
                      "so that every deployment gets its own rule)",
                 rule=match["RuleArn"])
         return Route(kind="rule", arn=match["RuleArn"], actions=match.get("Actions", []),
-                     conditions=conditions, rules=rules)
+                     conditions=conditions, rules=rules, duplicates=duplicates)
 
     def listener(self, *, missing_ok: bool = False) -> dict[str, Any] | None:
         found = list(pages(self.elb, "describe_listeners", "Listeners", ListenerArns=[self.answers.listener_arn],
@@ -453,13 +476,21 @@ class EcsProvider:
             aws(self.elb, "modify_listener", ListenerArn=route.arn, DefaultActions=actions)
             return "listener default action"
         if route.kind == "rule":
+            removed = self.delete_duplicates(route)
+            suffix = f" ({len(removed)} duplicate rule(s) deleted)" if removed else ""
             if _same_actions(route.actions, actions):
-                return "unchanged"
+                return "unchanged" + suffix
             aws(self.elb, "modify_rule", RuleArn=route.arn, Actions=actions)
-            return "rule modified"
-        priorities = {int(r["Priority"]) for r in route.rules if str(r.get("Priority", "")).isdigit()}
-        priority = max(priorities, default=0) + 1
+            return "rule modified" + suffix
+        first, last = int(self.answers.rule_priorities["first"]), int(self.answers.rule_priorities["last"])
+        rules = route.rules
         for _ in range(5):
+            used = {int(r["Priority"]) for r in rules if str(r.get("Priority", "")).isdigit()}
+            priority = choose_priority(used, first, last)
+            if priority is None:
+                raise ProviderError(
+                    f"no free listener rule priority in {first}..{last} on listener {self.answers.listener_arn}",
+                    hint="widen the answer rule_priorities, or delete rules that are no longer needed")
             try:
                 resp = aws(self.elb, "create_rule", ListenerArn=self.answers.listener_arn, Priority=priority,
                            Conditions=route.conditions, Actions=actions,
@@ -470,9 +501,25 @@ class EcsProvider:
             except ProviderError as exc:
                 if error_code(exc) != "PriorityInUse":
                     raise
-                priority += 1
-        raise ProviderError(f"could not find a free listener rule priority near {priority}",
+            # CreateRule has no client token: botocore may have resent a request whose first
+            # attempt created the rule (its answer was lost). Look for our rule before retrying.
+            found = self.route(deployment_id)
+            if found.kind == "rule":
+                route.arn, route.kind, route.actions = found.arn, "rule", found.actions
+                self.delete_duplicates(found)
+                return self.write_route(deployment_id, route, actions).replace("unchanged", "rule found after a retry")
+            rules = found.rules
+        raise ProviderError(f"could not find a free listener rule priority in {first}..{last}",
                             hint="retry; another writer is creating rules on the same listener")
+
+    def delete_duplicates(self, route: Route) -> list[str]:
+        """Delete our other rules with the same conditions (left by a resent CreateRule); keep ``route``'s."""
+        deleted = []
+        for arn in route.duplicates:
+            aws(self.elb, "delete_rule", RuleArn=arn, allow=("RuleNotFound",))
+            deleted.append(arn)
+        route.duplicates = []
+        return deleted
 
     # -- stage ----------------------------------------------------------------------------
 
@@ -640,7 +687,7 @@ class EcsProvider:
             return False
         env_id, _, rest = holder.partition("/")
         _, _, revision_id = rest.partition("/")
-        if env_id != self.env_id:
+        if env_id != env_tag(self.env_id):
             return False
         found = self.env.revision(revision_id)
         return found is None or found.lifecycle.value == "archived"
@@ -780,7 +827,7 @@ class EcsProvider:
             return
         for arn, tags in self.tags_of(others).items():
             holder = tags.get(TAG_CLAIM)
-            if holder and holder.split("/")[:2] != [self.env_id, deployment_id]:
+            if holder and claim_owner(holder) != [env_tag(self.env_id), deployment_id]:
                 raise ProviderError(
                     f"the default action of listener {route.arn} forwards to target group {arn}, held by "
                     f"{holder}; refusing to take it over for deployment {deployment_id}",
@@ -812,8 +859,12 @@ class EcsProvider:
         return {"stopped": "scaled-to-zero", "target_group": target_group, "waited_seconds": round(waited, 3)}
 
     def wait_drained(self, target_group: str, revision: Revision, timeout: float | None) -> float:
-        """Wait until no target is healthy/draining/initial, or ``drain_seconds`` passed (weight is 0)."""
-        budget = float(revision.drain_seconds)
+        """Wait until no target is healthy/draining/initial, or ``drain_seconds`` + ``drain_slack_seconds`` passed.
+
+        The deregistration delay is ``drain_seconds``; the slack covers the ALB's own lag in
+        moving targets out of ``draining`` (the answer ``drain_slack_seconds``).
+        """
+        budget = float(revision.drain_seconds) + float(self.answers.drain_slack_seconds)
         if timeout is not None:
             budget = min(budget, timeout)
         started = time.monotonic()
@@ -896,6 +947,7 @@ class EcsProvider:
     def remove_route(self, route: Route, deployment_id: str, ours: set[str]) -> str:
         """The deployment's last revision goes: remove our rule, or park the default action."""
         if route.kind == "rule":
+            self.delete_duplicates(route)
             aws(self.elb, "delete_rule", RuleArn=route.arn, allow=("RuleNotFound",))
             return "rule deleted"
         if route.kind == "default":
@@ -903,7 +955,7 @@ class EcsProvider:
             if not route.targets:
                 return "unchanged"  # not a forward action: not ours to park
             tags = self.tags_of(others) if others else {}
-            if all((tags.get(tg, {}).get(TAG_CLAIM) or "").split("/")[:2] == [self.env_id, deployment_id]
+            if all(claim_owner(tags.get(tg, {}).get(TAG_CLAIM)) == [env_tag(self.env_id), deployment_id]
                    for tg in others):
                 aws(self.elb, "modify_listener", ListenerArn=route.arn, DefaultActions=NO_DEPLOYMENT_ACTION)
                 return "default action set to 503"

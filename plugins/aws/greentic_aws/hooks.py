@@ -38,7 +38,7 @@ def greentic_deployer_descriptor():
         capabilities=Capabilities(
             weight_resolution_bps=WEIGHT_RESOLUTION_BPS,
             max_split_entries=MAX_TARGET_GROUPS_PER_ACTION,
-            drain_slack_seconds=10.0,
+            drain_slack_seconds=float(ANSWERS_SCHEMA["properties"]["drain_slack_seconds"]["default"]),
             observes_weights=True,
             extra={"alb_max_weight": 999, "weights": "basis points -> ALB weights 0..999, see README"},
         ),
@@ -57,9 +57,25 @@ def greentic_stage_revision(env, revision_id, answers, progress):
     return StageOutcome(detail=_provider(answers, env, progress).stage(revision_id))
 
 
+def refuse_bad_routes(env, deployment_id: str, parsed: Answers) -> None:
+    """The listener-rule conditions an ALB would refuse, refused before any AWS call (and before boto3 loads)."""
+    from greentic_core.routes import invalid_route
+
+    deployment = env.deployment(deployment_id)
+    bundle_id = deployment.bundle_id if deployment is not None else next(
+        (r.bundle_id for r in env.revisions if r.deployment_id == deployment_id), "")
+    problems = parsed.route_problems(env_id=env.environment_id, deployment_id=deployment_id, bundle_id=bundle_id)
+    if problems:
+        raise invalid_route(deployment_id, problems, source=PATH)
+
+
 @hookimpl
 def greentic_warm_revision(env, revision_id, answers, progress, timeout):
-    return WarmOutcome(detail=_provider(answers, env, progress).warm(revision_id, timeout))
+    parsed = Answers.parse(answers)
+    refuse_bad_routes(env, env.revision(revision_id).deployment_id, parsed)
+    from .ecs import EcsProvider
+
+    return WarmOutcome(detail=EcsProvider(parsed, env, progress=progress).warm(revision_id, timeout))
 
 
 @hookimpl
@@ -88,6 +104,7 @@ def greentic_apply_traffic_split(env, deployment_id, answers, progress):
     split = env.split_for(deployment_id)
     # Everything that can be refused without AWS is refused before the first call (and before boto3 loads).
     refuse_oversized_split(deployment_id, len(split.entries))
+    refuse_bad_routes(env, deployment_id, parsed)
     conversion = to_alb_weights([e.weight_bps for e in split.entries])
     from .ecs import EcsProvider
 
@@ -99,6 +116,13 @@ def greentic_apply_traffic_split(env, deployment_id, answers, progress):
         max_deviation_bps=conversion.max_deviation_bps,
         detail=detail,
     )
+
+
+@hookimpl
+def greentic_validate_routes(env, deployment_id, answers):
+    deployment = env.deployment(deployment_id)
+    return Answers.parse(answers).route_problems(env_id=env.environment_id, deployment_id=deployment_id,
+                                                 bundle_id=deployment.bundle_id)
 
 
 @hookimpl

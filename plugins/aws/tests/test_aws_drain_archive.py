@@ -51,7 +51,8 @@ def test_drain_aligns_the_deregistration_delay_and_scales_the_task_set_to_zero(d
     assert deployer.drain(world.env, revs[0].revision_id).detail["stopped"] == "already-drained"
 
 
-def test_drain_waits_for_registered_targets_at_most_drain_seconds(deployer, world, answers, aws) -> None:
+def test_drain_waits_for_registered_targets_at_most_drain_seconds(registry, world, answers, aws) -> None:
+    deployer = registry.bind(KIND, {**answers, "drain_slack_seconds": 0})
     deployment_id, revs = routed_pair(deployer, world, drain_seconds=1)
     target_group = task_set_of(aws, answers, world, deployment_id, revs[0])["loadBalancers"][0]["targetGroupArn"]
     aws.elb.register_targets(TargetGroupArn=target_group, Targets=[{"Id": "10.20.0.10", "Port": 8080}])
@@ -189,3 +190,15 @@ def test_archive_in_default_action_mode_parks_the_listener(registry, default_act
     deployer.archive(world.env, revs[1].revision_id)
     (action,) = aws.default_actions(answers)
     assert action["Type"] == "fixed-response" and action["FixedResponseConfig"]["StatusCode"] == "503"
+
+
+def test_drain_waits_drain_seconds_plus_the_drain_slack_answer(registry, world, answers, aws) -> None:
+    """drain_slack_seconds was read but never used: the wait ended at drain_seconds."""
+    deployer = registry.bind(KIND, {**answers, "drain_slack_seconds": 1})
+    deployment_id, revs = routed_pair(deployer, world, drain_seconds=1)
+    target_group = task_set_of(aws, answers, world, deployment_id, revs[0])["loadBalancers"][0]["targetGroupArn"]
+    aws.elb.register_targets(TargetGroupArn=target_group, Targets=[{"Id": "10.20.0.11", "Port": 8080}])
+    messages: list[str] = []
+    outcome = deployer.drain(world.env, revs[0].revision_id, progress=messages.append)
+    assert outcome.detail["waited_seconds"] >= 2.0
+    assert any("of 2s" in m for m in messages)
