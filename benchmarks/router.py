@@ -28,6 +28,11 @@ two revisions; the same two ports are the backends of every proxy, split 90/10:
     saturated, with the rate it reached. (Still a
     closed loop: a stalled connection stops offering load, so this understates tail latency
     compared with a true constant-rate generator.)
+With ``--baseline REF`` (a git ref, e.g. ``HEAD~3``), the router package as it was at REF is
+run too (``git archive``, its own ``PYTHONPATH``), and "router 1w" and "baseline 1w" are
+measured alternately (3 rounds each, medians) for a before/after throughput ratio in the same
+run on the same machine.
+
 (3) A weight change under load: while wrk runs against the router, a thread rewrites
     ``router-table.json`` with the weights swapped (9000/1000 <-> 1000/9000, generation + 1)
     and POSTs ``/reload`` to the admin port every 0.5 s; wrk's non-2xx count and socket errors
@@ -171,7 +176,8 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class Router:
     """``python -m greentic_local_process.router`` with ``--workers N``."""
 
-    def __init__(self, workdir: Path, name: str, backends: list[str], workers: int) -> None:
+    def __init__(self, workdir: Path, name: str, backends: list[str], workers: int,
+                 pythonpath: str | None = None) -> None:
         self.dir = workdir / name
         self.dir.mkdir()
         self.port = free_port()
@@ -181,11 +187,14 @@ class Router:
         self.weights = (9000, 1000)
         write_json_atomic(self.dir / "router-table.json", router_table(1, self.listen, backends, self.weights))
         log = open(self.dir / "router.log", "ab")
+        env = dict(os.environ)
+        if pythonpath:  # another copy of the package (the baseline) first on the path
+            env["PYTHONPATH"] = os.pathsep.join([pythonpath, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         with log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "greentic_local_process.router", "--state-dir", str(self.dir),
                  "--workers", str(workers), "--log-level", "WARNING"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -201,10 +210,10 @@ class Router:
         wait_listening(self.port)
 
     def admin(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
-        token = (self.dir / "router-admin.token").read_text().strip()
+        token_file = self.dir / "router-admin.token"  # absent in a baseline from before admin tokens
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
         request = urllib.request.Request(f"http://{self.info['admin']}{path}", method=method,
-                                         data=b"" if method == "POST" else None,
-                                         headers={"Authorization": f"Bearer {token}"})
+                                         data=b"" if method == "POST" else None, headers=headers)
         try:
             with NO_PROXY.open(request, timeout=10) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -334,7 +343,28 @@ def weight_changes_under_load(router: Router, seconds: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the run
 
 
-def run(seconds: float) -> dict[str, Any]:
+def extract_baseline(ref: str, workdir: Path) -> str:
+    """The local-process package as it was at git ``ref``, unpacked under ``workdir``; its path."""
+    root = Path(__file__).resolve().parent.parent
+    target = workdir / "baseline"
+    target.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "plugins/local_process/greentic_local_process"], cwd=root,
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return str(target / "plugins" / "local_process")
+
+
+def compare_with_baseline(current: str, baseline: str, seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """Max throughput of the current and the baseline router, measured alternately; medians."""
+    rps: dict[str, list[float]] = {"router 1w": [], "baseline 1w": []}
+    for _ in range(rounds):
+        for name, url in (("router 1w", current), ("baseline 1w", baseline)):
+            rps[name].append(measure_max(url, seconds)["rps"])
+    medians = {name: sorted(values)[len(values) // 2] for name, values in rps.items()}
+    return {"runs": rps, "medians": medians, "ratio": round(medians["router 1w"] / medians["baseline 1w"], 3)}
+
+
+def run(seconds: float, baseline_ref: str | None = None) -> dict[str, Any]:
     ensure_tools()
     started = datetime.now(timezone.utc)
     workdir = Path(tempfile.mkdtemp(prefix="greentic-router-bench-"))
@@ -377,6 +407,14 @@ def run(seconds: float) -> dict[str, Any]:
         backends = [f"127.0.0.1:{b1}", f"127.0.0.1:{b2}"]
         routers.append(Router(workdir, "router-1w", backends, workers=1))
         routers.append(Router(workdir, "router-2w", backends, workers=2))
+        if baseline_ref:
+            baseline = Router(workdir, "baseline-1w", backends, workers=1,
+                              pythonpath=extract_baseline(baseline_ref, workdir))
+            routers.append(baseline)
+            report["baseline"] = {"ref": baseline_ref, **compare_with_baseline(
+                f"http://{routers[0].listen}/", f"http://{baseline.listen}/", seconds)}
+            routers.remove(baseline)
+            baseline.stop()
         targets = {
             "direct": f"http://127.0.0.1:{b1}/",
             "nginx": f"http://127.0.0.1:{proxy_port}/",
@@ -441,6 +479,11 @@ def render(report: dict[str, Any]) -> str:
                      f"{r['socket_errors']} socket errors, {r['reloads_ok']} reloads accepted "
                      f"({r['reloads_failed']} refused), generation {r['generations'][0]} -> {r['generations'][1]}: "
                      f"{verdict}")
+    if "baseline" in report:
+        b = report["baseline"]
+        lines.append(f"(4) against the router at {b['ref']} (alternating, medians of {len(b['runs']['router 1w'])}): "
+                     f"router 1w {b['medians']['router 1w']:,.0f} req/s, baseline 1w {b['medians']['baseline 1w']:,.0f}"
+                     f" req/s, ratio {b['ratio']:.3f}x (runs: {b['runs']})")
     return "\n".join(lines)
 
 
@@ -448,8 +491,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measured wrk run (default 3)")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument("--baseline", metavar="REF", help="also measure the router as it was at this git ref")
     args = parser.parse_args(argv)
-    report = run(args.duration)
+    report = run(args.duration, args.baseline)
     print(json.dumps(report, indent=2) if args.json else render(report))
     failed = any(r["non_2xx"] or r["socket_errors"] or r["reloads_failed"] for r in report["reloads"].values())
     sys.exit(1 if failed else 0)
