@@ -114,7 +114,7 @@ def env_tag(env_id: str) -> str:
     """
     if len(env_id) <= 200:
         return env_id
-    return f"{env_id[:182]}~{hashlib.sha256(env_id.encode()).hexdigest()[:17]}"
+    return f"{env_id[:182]}-{hashlib.sha256(env_id.encode()).hexdigest()[:17]}"  # "-": tag values allow no "~"
 
 
 def claim_value(env_id: str, deployment_id: str, revision_id: str) -> str:
@@ -348,10 +348,23 @@ class EcsProvider:
         self.answers = answers
         self.env = env
         self.env_id = env.environment_id
-        self.clients = clients or connect(answers)
-        self.ecs = self.clients.ecs
-        self.elb = self.clients.elbv2
+        self._clients = clients
         self.progress = progress or (lambda message: None)
+
+    @property
+    def clients(self) -> Clients:
+        """Connected on first use, so the request builders (render) never create a client."""
+        if self._clients is None:
+            self._clients = connect(self.answers)
+        return self._clients
+
+    @property
+    def ecs(self) -> Any:
+        return self.clients.ecs
+
+    @property
+    def elb(self) -> Any:
+        return self.clients.elbv2
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -570,18 +583,20 @@ class EcsProvider:
                 found = aws(self.ecs, "update_service", cluster=self.answers.cluster, service=found["serviceArn"],
                             desiredCount=self.answers.desired_count)["service"]
             return found
-        name = service_name(self.env_id, deployment_id)
-        self.progress(f"creating ECS service {name}")
+        self.progress(f"creating ECS service {service_name(self.env_id, deployment_id)}")
         try:
-            return aws(self.ecs, "create_service", cluster=self.answers.cluster, serviceName=name,
-                       desiredCount=self.answers.desired_count, deploymentController={"type": "EXTERNAL"},
-                       clientToken=client_token(self.env_id, deployment_id, "service", revision_id),
-                       tags=ecs_tags(ownership(self.env_id, deployment_id)))["service"]
+            return aws(self.ecs, "create_service", **self.service_request(deployment_id, revision_id))["service"]
         except ProviderError:  # a concurrent warm of the same deployment created it first?
             again = self.service(deployment_id)
             if again is None:
                 raise
             return again
+
+    def service_request(self, deployment_id: str, revision_id: str) -> dict[str, Any]:
+        return {"cluster": self.answers.cluster, "serviceName": service_name(self.env_id, deployment_id),
+                "desiredCount": self.answers.desired_count, "deploymentController": {"type": "EXTERNAL"},
+                "clientToken": client_token(self.env_id, deployment_id, "service", revision_id),
+                "tags": ecs_tags(ownership(self.env_id, deployment_id))}
 
     def warm(self, revision_id: str, timeout: float | None) -> dict[str, Any]:
         revision = self.revision(revision_id)

@@ -126,6 +126,13 @@ def greentic_validate_routes(env, deployment_id, answers):
 
 
 @hookimpl
+def greentic_render(env, answers, deployment_id):
+    from .render import render_requests
+
+    return render_requests(env, Answers.parse(answers), deployment_id)
+
+
+@hookimpl
 def greentic_observe(env, answers):
     return _provider(answers, env).observe()
 

@@ -7,7 +7,6 @@ priority constraints). Each constant names the rule it holds.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -24,9 +23,8 @@ MAX_WILDCARDS_PER_RULE = 5
 MAX_CONDITION_VALUES_PER_RULE = 5
 #: Listener rule priorities.
 MIN_PRIORITY, MAX_PRIORITY = 1, 50000
-#: ELBv2 and ECS tag values.
+#: ELBv2 and ECS tag values (``ecs.env_tag`` keeps ours within it).
 MAX_TAG_VALUE_CHARS = 256
-MAX_TAG_KEY_CHARS = 128
 
 
 def host_value_problem(value: str) -> str | None:
@@ -85,13 +83,6 @@ def conditions_problems(conditions: Sequence[Mapping[str, Any]]) -> list[str]:
         problems.append(f"the rule has {len(values)} condition values; an ALB rule takes at most "
                         f"{MAX_CONDITION_VALUES_PER_RULE}")
     return problems
-
-
-def tag_value(raw: str) -> str:
-    """``raw`` when it fits a tag value (256 characters); else a prefix plus a hash of the whole (stable, unique)."""
-    if len(raw) <= MAX_TAG_VALUE_CHARS:
-        return raw
-    return f"{raw[:MAX_TAG_VALUE_CHARS - 18]}~{hashlib.sha256(raw.encode()).hexdigest()[:17]}"
 
 
 def choose_priority(used: Iterable[int], first: int, last: int) -> int | None:

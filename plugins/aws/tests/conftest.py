@@ -169,6 +169,23 @@ def calls() -> Iterator[CallCounter]:
         ecs.clear_client_cache()
 
 
+@pytest.fixture(autouse=True)
+def request_rules() -> Iterator["RequestRules"]:
+    """The real-rules layer: every request the provider sends in any test meets botocore's model
+    constraints and the ALB quotas (see botocore_rules.py); moto would accept most violations."""
+    from botocore_rules import RequestRules
+
+    checker = RequestRules()
+    ecs.clear_client_cache()
+    ecs.client_hooks.append(checker.attach)
+    try:
+        yield checker
+    finally:
+        ecs.client_hooks.remove(checker.attach)
+        ecs.clear_client_cache()
+    assert checker.violations == [], checker.violations[:5]
+
+
 @pytest.fixture
 def world() -> World:
     return make_world()
