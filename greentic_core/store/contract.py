@@ -278,6 +278,11 @@ class StoreBackend(abc.ABC):
     def audit_events(self, env_id: str) -> list[dict[str, Any]]:
         """The audit log of an environment, oldest first."""
 
+    @abc.abstractmethod
+    def backups(self, env_id: str) -> list[tuple[int, bytes]]:
+        """``(generation, document bytes)`` of the kept backups, oldest first (at most
+        ``max_backups``): each is a document as it was before a save replaced it."""
+
     # ----------------------------------------------------------------- writes
 
     @abc.abstractmethod

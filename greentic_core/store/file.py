@@ -378,6 +378,20 @@ class FileStore(StoreBackend):
     def check_env_id(self, env_id: str) -> None:
         self.env_dir(env_id)
 
+    def backups(self, env_id: str) -> list[tuple[int, bytes]]:
+        paths = _Paths(self.env_dir(env_id))
+        kept = []
+        for _, name in sorted(self._backup_keys(paths).items()):
+            data = _read_bytes(paths.backups / name)
+            if data is None:
+                continue
+            try:
+                generation = int(json.loads(data).get("generation", 0))
+            except (ValueError, AttributeError, TypeError):
+                generation = 0
+            kept.append((generation, data))
+        return kept
+
     # ----------------------------------------------------------------- attachments
 
     def _attachment_path(self, env_id: str, name: str) -> Path:

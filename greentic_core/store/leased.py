@@ -179,6 +179,11 @@ class LeasedStore(StoreBackend):
     @abc.abstractmethod
     def _write_attachment(self, env_id: str, name: str, data: bytes) -> None: ...
 
+    def _recover(self, env_id: str, lease: LeaseInfo, stored: Stored) -> None:
+        """Finish what a writer killed mid-save left undone (called under the lease, after the
+        load). A backend whose save is one atomic commit has nothing to do (the default); one
+        without multi-object transactions (S3) appends a committed save's pending audit event."""
+
     # ----------------------------------------------------------------- reads
 
     def list(self) -> list[str]:
@@ -248,6 +253,7 @@ class LeasedStore(StoreBackend):
             stored = self._read(env_id)
             if stored is None:
                 raise self._not_found(env_id)
+            self._recover(env_id, lease, stored)
             tx = LeasedTransaction(self, env_id, lease, stored, self._decode(env_id, stored), keeper)
             try:
                 yield tx
@@ -283,7 +289,7 @@ class LeasedStore(StoreBackend):
                 next_report = now + 1.0
             pause = delay if wait is None else min(delay, max(0.0, started + wait - now))
             time.sleep(pause)
-            delay = min(delay * 2, 0.25)
+            delay = min(delay * 2, 0.05)
 
     # ----------------------------------------------------------------- leases
 

@@ -1,0 +1,111 @@
+"""What only the S3 store has, against a real moto server over HTTP: URLs, the conditional
+writes it relies on, the pending audit event of a writer killed mid-save, the lease object kept
+with growing tokens. The rules every backend keeps are in the core's tests/test_store_contract.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from greentic_core.errors import StoreError
+from greentic_core.spec import Environment, HostConfig
+from greentic_core.store import StoreOptions, open_store
+from greentic_store_s3.store import S3Store, parse_url
+
+EVENT = {"actor": "test", "command": "pytest", "verb": "save", "outcome": "ok"}
+
+
+def env_doc(name: str = "dev") -> Environment:
+    return Environment(environment_id="dev", name=name, host_config=HostConfig(env_id="dev"), packs=())
+
+
+def store(url: str) -> S3Store:
+    opened = open_store(url, options=StoreOptions(actor="test", command="pytest"))
+    assert isinstance(opened, S3Store)
+    return opened
+
+
+def test_parse_url() -> None:
+    assert parse_url("s3://bucket/a/b/?region=eu-west-1") == ("bucket", "a/b/", {"region": "eu-west-1"})
+    assert parse_url("s3://bucket") == ("bucket", "", {})
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("s3://ab/x", "must have 3 to 63 characters"),
+    ("s3://AKIA:secret@bucket/x", "carries credentials"),
+    ("s3://bucket/x?profile=prod", "unknown parameter 'profile'"),
+])
+def test_bad_urls_are_one_line_errors_without_secrets(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message) as caught:
+        parse_url(url)
+    assert "secret" not in str(caught.value)
+
+
+def test_doctor_checks_that_conditional_writes_are_enforced(s3_url: str) -> None:
+    checks = {name: (ok, message) for name, ok, message in store(s3_url).doctor()}
+    assert checks["reachable"][0] and checks["read"][0] and checks["write"][0]
+    assert checks["conditional-writes"] == (True, "If-None-Match is enforced")
+
+
+def test_init_is_idempotent(s3_url: str) -> None:
+    s = store(s3_url)
+    assert s.init() == {"schema_version": 1, "changed": True}
+    assert s.init() == {"schema_version": 1, "changed": False}
+
+
+def test_a_committed_saves_audit_event_survives_a_writer_killed_before_writing_it(
+        s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = store(s3_url)
+    s.create(env_doc(), audit_event=dict(EVENT))
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed between the commit and the audit object")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(S3Store, "_after_commit", killed)
+        with pytest.raises(SystemExit), s.transaction("dev") as tx:
+            tx.save(env_doc("saved"), audit_event={**EVENT, "verb": "lost.save"})
+    fresh = store(s3_url)
+    assert fresh.load("dev").name == "saved" and fresh.load("dev").generation == 2
+    assert [e["verb"] for e in fresh.audit_events("dev")] == ["save"]  # not yet recovered
+    with fresh.transaction("dev"):
+        pass  # the next transaction recovers it
+    events = fresh.audit_events("dev")
+    assert [(e["verb"], e["generation_before"], e["generation_after"], e.get("recovered")) for e in events] == [
+        ("save", 0, 1, None), ("lost.save", 1, 2, True)]
+    with fresh.transaction("dev"):
+        pass  # and only once
+    assert len(fresh.audit_events("dev")) == 2
+
+
+def test_a_pending_event_of_a_save_that_never_committed_is_dropped(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = store(s3_url)
+    s.create(env_doc(), audit_event=dict(EVENT))
+    real_put = S3Store._put
+
+    def put(self, key, data, **kwargs):
+        if key.endswith("/environment.json"):
+            raise SystemExit("killed before the commit")
+        return real_put(self, key, data, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(S3Store, "_put", put)
+        with pytest.raises(SystemExit), s.transaction("dev") as tx:
+            tx.save(env_doc("never"), audit_event={**EVENT, "verb": "never.save"})
+    with s.transaction("dev") as tx:
+        assert tx.env.name == "dev" and tx.env.generation == 1
+    assert [e["verb"] for e in s.audit_events("dev")] == ["save"]
+
+
+def test_the_lease_object_is_kept_released_and_tokens_only_grow(s3_url: str) -> None:
+    s = store(s3_url)
+    s.create(env_doc(), audit_event=dict(EVENT))
+    tokens = []
+    for _ in range(3):
+        with s.transaction("dev") as tx:
+            tokens.append(tx.lease.token)
+    assert tokens == [1, 2, 3]
+    record = json.loads(s._get(s._key("dev", "lease.json"))[0])
+    assert record["released"] is True and record["token"] == 3
+    assert s.lease("dev") is None
