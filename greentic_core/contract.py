@@ -203,8 +203,9 @@ class BoundDeployer:
     def _revision_verb(self, verb: str, expected: type, env: Environment, revision_id: str,
                        progress: Progress | None, timeout: float | None, *, routes: bool = False) -> Any:
         require_revision(env, revision_id)
-        if routes:
-            self.validate_routes(env, env.revision(revision_id).deployment_id)
+        revision = env.revision(revision_id)
+        if routes and revision is not None:
+            self.validate_routes(env, revision.deployment_id)
         return self._call(verb, expected, revision_id=revision_id, **self._verb_kwargs(env, progress, timeout))
 
     def stage(self, env: Environment, revision_id: str, *, progress: Progress | None = None,

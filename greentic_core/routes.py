@@ -10,7 +10,8 @@ recorded earlier. Two layers:
    labels of 1..63 characters, no port, no trailing dot, no IP address; path prefixes are
    absolute paths of at most 1024 characters made of RFC 3986 path characters, with no empty,
    ``.`` or ``..`` segment, no encoded slash, no query and no fragment. These are the rules of
-   the Gateway API ``HTTPRoute`` schema, which are also the RFC 1123 / RFC 3986 rules.
+   the Gateway API ``HTTPRoute`` schema, which are also the RFC 1123 / RFC 3986 rules. At
+   most 16 hosts and 64 path prefixes per deployment (the HTTPRoute's limits).
 2. The provider's own rules, through the optional ``greentic_validate_routes`` hook (for
    example at most 16 host names on an HTTPRoute, or an ALB's host-header character set after
    the answers' placeholders are filled). See :mod:`greentic_core.hookspecs`.
@@ -33,6 +34,10 @@ MAX_LABEL_CHARS = 63
 #: RFC 3986 path characters (pchar and '/'), percent-encoded octets allowed.
 PATH_PATTERN = r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$"
 MAX_PATH_CHARS = 1024
+#: At most this many hosts and path prefixes per deployment (the Gateway API HTTPRoute's limits:
+#: 16 hostnames, 64 matches in a rule); a provider may allow fewer, never more.
+MAX_HOSTS = 16
+MAX_PATH_PREFIXES = 64
 
 _HOSTNAME = re.compile(HOSTNAME_PATTERN)
 _PATH = re.compile(PATH_PATTERN)
@@ -115,7 +120,12 @@ def path_prefix_problem(prefix: Any) -> str | None:
 
 def route_problems(hosts: Sequence[Any], path_prefixes: Sequence[Any]) -> list[str]:
     """Every shared-rule problem of a route binding (empty when it is fine)."""
-    problems = [p for p in (host_problem(h) for h in hosts) if p]
+    problems = []
+    if len(hosts) > MAX_HOSTS:
+        problems.append(f"{len(hosts)} hosts; a deployment routes at most {MAX_HOSTS} host names")
+    if len(path_prefixes) > MAX_PATH_PREFIXES:
+        problems.append(f"{len(path_prefixes)} path prefixes; a deployment routes at most {MAX_PATH_PREFIXES}")
+    problems += [p for p in (host_problem(h) for h in hosts) if p]
     problems += [p for p in (path_prefix_problem(p) for p in path_prefixes) if p]
     for what, values in (("host", hosts), ("path prefix", path_prefixes)):
         seen: set[Any] = set()

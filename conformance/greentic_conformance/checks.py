@@ -108,6 +108,16 @@ CHECKS: tuple[Check, ...] = (
         core_enforced="BoundDeployer runs require_valid_split before apply_traffic_split",
     ),
     Check(
+        id="hostile-routes-rejected",
+        title="Hostile route values are rejected before the provider runs",
+        rule=("a deployment whose routes hold an upper-case host, a host with a port, an IP address, a host "
+              "with a trailing dot, 17 hosts, or a path prefix with '..', '//' or a space: validate_routes, "
+              "stage, warm and apply_traffic_split raise a DeployerError, no provider hook runs and the "
+              "observed state is unchanged"),
+        core_enforced=("BoundDeployer checks the shared route rules (greentic_core.routes), then the plugin's "
+                       "greentic_validate_routes, before stage, warm and apply_traffic_split"),
+    ),
+    Check(
         id="cross-deployment-isolation",
         title="Applying one deployment's split leaves the others alone",
         rule=("applying deployment A's split leaves deployment B's observed weights unchanged: both when B's "

@@ -5,7 +5,9 @@ Loaded into the suite's pytest process with ``-p conformance_core_patch`` (this 
 
 * ``unknown-revision-rejected``: ``require_revision`` accepts every revision id;
 * ``invalid-split-rejected``: ``require_valid_split`` only checks that a split exists;
-* ``missing-split-rejected``: ``require_valid_split`` only checks sums when a split exists.
+* ``missing-split-rejected``: ``require_valid_split`` only checks sums when a split exists;
+* ``hostile-routes-rejected``: the shared route rules accept everything (a plugin without its
+  own ``greentic_validate_routes`` then accepts hostile routes).
 
 BoundDeployer looks these functions up in :mod:`greentic_core.contract` at call time, so
 replacing the module attributes is enough.
@@ -41,5 +43,7 @@ elif PATCH == "invalid-split-rejected":
     contract.require_valid_split = _only_existence
 elif PATCH == "missing-split-rejected":
     contract.require_valid_split = _only_sums
+elif PATCH == "hostile-routes-rejected":
+    contract.route_problems = lambda hosts, path_prefixes: []
 elif PATCH:
     raise RuntimeError(f"unknown GREENTIC_CONFORMANCE_CORE_PATCH {PATCH!r}")

@@ -354,4 +354,5 @@ BAD: dict[str, str] = {
 
 #: Checks whose rule greentic-core enforces for every plugin: the self-test switches the
 #: core's guard off (see conformance_core_patch.py) and runs the good stub.
-CORE_PATCHED = ("unknown-revision-rejected", "invalid-split-rejected", "missing-split-rejected")
+CORE_PATCHED = ("unknown-revision-rejected", "invalid-split-rejected", "missing-split-rejected",
+                "hostile-routes-rejected")

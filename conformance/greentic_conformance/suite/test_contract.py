@@ -24,15 +24,18 @@ from greentic_core import (
     SplitNotFound,
 )
 from greentic_core import __version__ as CORE_VERSION
+from greentic_core import lifecycle, mint_deployment_id
 from greentic_core.projection import materialize_runtime_config
 
 from greentic_conformance.checks import BY_ID, check
 from greentic_conformance.fixture import (
     BROKEN_WORKLOAD,
+    FIXED_NOW,
     UNKNOWN_REVISION_ID,
     build_fixture_env,
     capture,
     record_ready,
+    record_revision,
     record_split,
     with_invalid_split,
     without_split,
@@ -273,6 +276,42 @@ def test_missing_split_rejected(check, harness, world):
                           SplitNotFound)
     problems += _rejected("apply_traffic_split of a deployment that never had a split",
                           lambda: world.deployer.apply_traffic_split(world.env, other), SplitNotFound)
+    problems += _untouched(harness, before, world.snapshot())
+    check.require(problems)
+
+
+HOSTILE_ROUTES = (
+    ("an upper-case host", ("Shop.Conformance.Local",), ()),
+    ("a host with a port", ("shop.conformance.local:8080",), ()),
+    ("an IP address", ("192.0.2.10",), ()),
+    ("a host with a trailing dot", ("shop.conformance.local.",), ()),
+    ("17 hosts", tuple(f"h{i}.conformance.local" for i in range(17)), ()),
+    ("'..' in a path prefix", (), ("/a/../b",)),
+    ("'//' in a path prefix", (), ("/a//b",)),
+    ("a space in a path prefix", (), ("/a b",)),
+)
+
+
+@check("hostile-routes-rejected")
+def test_hostile_routes_rejected(check, harness, world):
+    before = world.snapshot()
+    harness.spy.clear()
+    problems = []
+    for label, hosts, prefixes in HOSTILE_ROUTES:
+        env, deployment = lifecycle.add_deployment(
+            world.env, f"conformance.hostile-{mint_deployment_id()[-8:].lower()}",
+            customer_id="greentic-conformance", hosts=hosts, path_prefixes=prefixes, now=FIXED_NOW)
+        dep = deployment.deployment_id
+        env, rid = record_revision(env, dep)
+        env = record_ready(env, rid)
+        env = record_split(env, dep, [(rid, 10000)])
+        problems += _rejected(f"validate_routes of a deployment with {label}",
+                              lambda e=env, d=dep: world.deployer.validate_routes(e, d), DeployerError)
+        for verb in ("stage", "warm"):
+            problems += _rejected(f"{verb} of a revision of a deployment with {label}",
+                                  lambda e=env, r=rid, v=verb: getattr(world.deployer, v)(e, r), DeployerError)
+        problems += _rejected(f"apply_traffic_split of a deployment with {label}",
+                              lambda e=env, d=dep: world.deployer.apply_traffic_split(e, d), DeployerError)
     problems += _untouched(harness, before, world.snapshot())
     check.require(problems)
 
