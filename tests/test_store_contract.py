@@ -381,3 +381,51 @@ def test_the_cli_runs_a_whole_lifecycle_and_never_prints_a_secret(backend: Backe
     no_secret(backend, json.dumps(s.audit_events("dev")), s.url)
     if backend.name != "file":
         assert not (backend.home / "environments").exists()  # nothing went to the local file store
+
+
+# --------------------------------------------------------------------------- store migrate
+
+
+def test_migrate_copies_byte_for_byte_both_ways_and_is_safe_to_run_again(backend: Backend, tmp_path: Path) -> None:
+    source = Backend("file", f"file://{tmp_path / 'source'}", (), {}, backend.home)
+
+    def gd(who: Backend, *args: str, code: int = 0) -> dict:
+        proc = who.cli("--json", *args)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        no_secret(backend, proc.stdout, proc.stderr)
+        return json.loads(proc.stdout)
+
+    gd(source, "env", "init", "dev", "--deployer", DEPLOYER, "--listen", "127.0.0.1:1")
+    gd(source, "env", "init", "other", "--deployer", DEPLOYER, "--listen", "127.0.0.1:2")
+    gd(source, "deployment", "add", "dev", "shop")
+    rid = gd(source, "revision", "stage", "dev", "shop", "--record-only", "--command", "true")["revision_id"]
+    gd(source, "revision", "warm", "dev", rid, "--record-only")
+    gd(source, "traffic", "set", "dev", "shop", f"{rid}=10000", "--record-only")
+    src = source.store()
+    expected = src.export("dev")
+    assert expected.runtime_config is not None and len(expected.backups) == 4 and expected.attachments
+
+    first = gd(backend, "store", "migrate", "--from", source.url, "--to", backend.url, "dev")
+    assert [(r["env_id"], r["action"], r["generation"], r["audit_events"]) for r in first["environments"]] == [
+        ("dev", "copy", 5, 5)]
+    dst = backend.store()
+    assert dst.export("dev") == expected and not dst.exists("other")
+    assert gd(backend, "store", "migrate", "--from", source.url, "--to", backend.url)["environments"] == [
+        {"env_id": "dev", "action": "identical", "generation": 5, "audit_events": 5, "backups": 4},
+        {"env_id": "other", "action": "copy", "generation": 1, "audit_events": 1, "backups": 0}]
+    # the copy works: a command on the destination continues the audit and generations
+    gd(backend, "traffic", "set", "dev", "shop", f"{rid}=10000", "--record-only", "--idempotency-key", "k2")
+    changed = dst.export("dev")
+    assert changed.audit[:5] == expected.audit and changed.audit[-1]["generation_before"] == 5
+    refused = gd(backend, "store", "migrate", "--from", source.url, "--to", backend.url, code=3)
+    assert "already exists" in refused["message"] and "--force" in refused["hint"]
+    assert dst.export("dev") == changed  # nothing was copied
+    forced = gd(backend, "store", "migrate", "--from", source.url, "--to", backend.url, "dev", "--force")
+    assert forced["environments"][0]["action"] == "replace"
+    assert dst.export("dev") == expected
+    # and back: the destination migrates into an empty file store byte for byte
+    back = Backend("file", f"file://{tmp_path / 'back'}", (), {}, backend.home)
+    gd(backend, "store", "migrate", "--from", backend.url, "--to", back.url)
+    assert back.store().export("dev") == expected
+    assert (tmp_path / "back" / "environments" / "dev" / "environment.json").read_bytes() == \
+        (tmp_path / "source" / "environments" / "dev" / "environment.json").read_bytes()

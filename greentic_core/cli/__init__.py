@@ -53,6 +53,7 @@ class CliContext:
     out: Output = attrs.field(factory=Output)
     _registry: Any = None
     _store: Any = None
+    _opened: list[Any] = attrs.field(factory=list)
 
     def registry(self):
         if self._registry is None:
@@ -64,19 +65,26 @@ class CliContext:
     def store(self):
         """The store ``--store`` / ``GREENTIC_STORE`` names (default: files under ``--home``)."""
         if self._store is None:
-            from ..store import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_TTL, StoreOptions, open_store
-
-            options = StoreOptions(
-                actor=self.actor, command=command_line(),
-                lock_ttl=self.lock_ttl if self.lock_ttl is not None else DEFAULT_LOCK_TTL,
-                lock_timeout=self.lock_timeout if self.lock_timeout is not None else DEFAULT_LOCK_TIMEOUT,
-                home=self.home, on_wait=self._show_wait)
-            self._store = open_store(self.store_url, home=self.home, options=options)
+            self._store = self.open_store(self.store_url)
         return self._store
 
+    def open_store(self, url: str | None):
+        """A store (closed with the command) with this command's actor, command line and lease options."""
+        from ..store import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_TTL, StoreOptions, open_store
+
+        options = StoreOptions(
+            actor=self.actor, command=command_line(),
+            lock_ttl=self.lock_ttl if self.lock_ttl is not None else DEFAULT_LOCK_TTL,
+            lock_timeout=self.lock_timeout if self.lock_timeout is not None else DEFAULT_LOCK_TIMEOUT,
+            home=self.home, on_wait=self._show_wait)
+        store = open_store(url, home=self.home, options=options)
+        self._opened.append(store)
+        return store
+
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        for store in self._opened:
+            store.close()
+        self._opened.clear()
 
     def _show_wait(self, lease, waited: float) -> None:
         from ..codec import utc_now

@@ -93,3 +93,70 @@ def register(cli: click.Group) -> None:
         obj.out.result(doc, human)
         if not ok:
             click.get_current_context().exit(5)
+
+
+    @store_group.command("migrate")
+    @click.option("--from", "source", required=True, metavar="URL", help="The store to copy from.")
+    @click.option("--to", "target", required=True, metavar="URL", help="The store to copy to.")
+    @click.argument("env_ids", nargs=-1, metavar="[ENV]...")
+    @click.option("--force", is_flag=True, help="Replace environments that differ at the destination.")
+    @click.pass_obj
+    def store_migrate(obj, source, target, env_ids, force) -> None:
+        """Copy environments (document, audit, backups, runtime-config, answers) to another store.
+
+        Documents are copied byte for byte, each under its lease at the source. An environment
+        already at the destination and identical is skipped, so an interrupted migration can be
+        run again; one that differs is refused (nothing is copied) unless --force.
+        """
+        from ..errors import EnvironmentExists
+        from ..store.select import redact_url
+
+        if redact_url(source) == redact_url(target):
+            raise click.UsageError("--from and --to name the same store")
+        src, dst = obj.open_store(source), obj.open_store(target)
+        wanted = list(dict.fromkeys(env_ids)) or src.list()
+        snapshots = {}
+        for env_id in wanted:  # every snapshot first: a refused migration copies nothing
+            with src.transaction(env_id):
+                snapshots[env_id] = src.export(env_id)
+        plan = {}
+        for env_id, snapshot in snapshots.items():
+            if not dst.exists(env_id):
+                plan[env_id] = "copy"
+            elif dst.export(env_id) == snapshot:
+                plan[env_id] = "identical"
+            elif force:
+                plan[env_id] = "replace"
+            else:
+                raise EnvironmentExists(
+                    f"environment {env_id!r} already exists at {dst.url} and differs; nothing was copied",
+                    hint="pass --force to replace it, or leave it out of the ENV list", env_id=env_id)
+        rows = []
+        for env_id, action in plan.items():
+            snapshot = snapshots[env_id]
+            if action != "identical":
+                dst.import_snapshot(snapshot, replace=action == "replace")
+                if dst.export(env_id) != snapshot:
+                    raise GreenticError(f"environment {env_id!r} was copied but reads back differently at {dst.url}",
+                                        hint="run `greentic-deployer store doctor` against the destination")
+            rows.append({"env_id": env_id, "action": action, "generation": _generation(snapshot.document),
+                         "audit_events": len(snapshot.audit), "backups": len(snapshot.backups)})
+        doc = {"ok": True, "from": src.url, "to": dst.url, "environments": rows}
+
+        def human(console) -> None:
+            if not rows:
+                console.print(f"no environments in {src.url}", markup=False)
+            for row in rows:
+                console.print(f"{row['env_id']}: {row['action']} (generation {row['generation']}, "
+                              f"{row['audit_events']} audit events, {row['backups']} backups)", markup=False)
+
+        obj.out.result(doc, human)
+
+
+def _generation(document: bytes) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(document).get("generation"))
+    except (ValueError, TypeError, AttributeError):
+        return None

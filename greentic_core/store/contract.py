@@ -64,6 +64,7 @@ __all__ = [
     "PartialSave",
     "SaveConflict",
     "SchemaOutdated",
+    "Snapshot",
     "StoreBackend",
     "StoreOptions",
     "Transaction",
@@ -192,6 +193,24 @@ class LeaseInfo:
                 "token": self.token}
 
 
+#: The attachments every backend stores with an environment (and ``store migrate`` copies).
+ATTACHMENTS = ("env-packs/deployer/answers.json",)
+
+
+@attrs.frozen
+class Snapshot:
+    """Everything a store holds about one environment, as stored (``store migrate`` copies it):
+    the document's exact bytes, the runtime-config, the audit log (oldest first), the backups
+    (oldest first) and the attachments. Two snapshots are equal when the stores agree."""
+
+    env_id: str
+    document: bytes
+    runtime_config: bytes | None
+    audit: tuple[Any, ...]
+    backups: tuple[tuple[int, bytes], ...]
+    attachments: tuple[tuple[str, bytes], ...]
+
+
 # --------------------------------------------------------------------------- the contract
 
 
@@ -306,6 +325,17 @@ class StoreBackend(abc.ABC):
     @abc.abstractmethod
     def write_attachment(self, env_id: str, name: str, data: bytes) -> None:
         """Store an attachment atomically (old or new bytes, never torn)."""
+
+    @abc.abstractmethod
+    def export(self, env_id: str) -> Snapshot:
+        """The environment as stored, bytes as stored (hold its lease for a consistent copy)."""
+
+    @abc.abstractmethod
+    def import_snapshot(self, snapshot: Snapshot, *, replace: bool = False) -> None:
+        """Store an environment exactly as ``snapshot`` holds it (``store migrate``): document
+        bytes, runtime-config, audit log, backups and attachments, the document last, so an
+        interrupted import leaves no environment and can be run again. ``EnvironmentExists``
+        unless ``replace``; with it, everything the destination held for it is replaced."""
 
     # ----------------------------------------------------------------- leases
 

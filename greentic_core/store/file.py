@@ -81,11 +81,13 @@ from ..projection import materialize_runtime_config
 from ..spec import Environment, RuntimeConfig
 from .contract import Transaction as _Transaction
 from .contract import (
+    ATTACHMENTS,
     InvalidEnvironment,
     LeaseInfo,
     LockTimeout,
     PartialSave,
     SaveConflict,
+    Snapshot,
     StoreBackend,
     StoreOptions,
 )
@@ -391,6 +393,54 @@ class FileStore(StoreBackend):
                 generation = 0
             kept.append((generation, data))
         return kept
+
+    def export(self, env_id: str) -> Snapshot:
+        paths = _Paths(self.env_dir(env_id))
+        try:
+            document = _read_bytes(paths.environment)
+            if document is None:
+                raise _not_found(self, env_id)
+            config = _read_bytes(paths.runtime_config)
+            attachments = tuple((name, data) for name in ATTACHMENTS
+                                if (data := self.read_attachment(env_id, name)) is not None)
+        except OSError as exc:
+            raise StoreError(f"cannot read environment {env_id!r}: {_describe(exc)}", env_id=env_id) from exc
+        return Snapshot(env_id, document, config, tuple(self.audit_events(env_id)), tuple(self.backups(env_id)),
+                        attachments)
+
+    def import_snapshot(self, snapshot: Snapshot, *, replace: bool = False) -> None:
+        env_id = snapshot.env_id
+        env_dir = self.env_dir(env_id)
+        if (env_dir / ENVIRONMENT_FILE).exists() and not replace:
+            raise _exists(env_id)
+        try:
+            _makedirs(self.root)
+            _makedirs(env_dir, refuse_symlink=True)
+        except OSError as exc:
+            raise _write_error("create", env_dir, exc) from exc
+        paths = _Paths(env_dir)
+        with _EnvLock(env_dir, env_id, timeout=self.options.lock_timeout, options=self.options):
+            lines = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+                             + b"\n" for e in snapshot.audit)
+            atomic_write(paths.audit, lines)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.pending_audit)
+            for name in self._backup_keys(paths).values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(paths.backups / name)
+            base = time.time_ns()
+            for n, (_generation, data) in enumerate(snapshot.backups):
+                ns = base + n
+                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+                atomic_write(paths.backups / f"{ENVIRONMENT_FILE}.{stamp}.bak", data)
+            for name, data in snapshot.attachments:
+                atomic_write(self._attachment_path(env_id, name), data)
+            if snapshot.runtime_config is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(paths.runtime_config)
+            else:
+                atomic_write(paths.runtime_config, snapshot.runtime_config)
+            atomic_write(paths.environment, snapshot.document)  # last: the environment exists from here on
 
     # ----------------------------------------------------------------- attachments
 

@@ -42,11 +42,13 @@ from ..errors import EnvironmentExists, EnvironmentNotFound, SpecError, StoreErr
 from ..projection import materialize_runtime_config
 from ..spec import Environment, RuntimeConfig
 from .contract import (
+    ATTACHMENTS,
     InvalidEnvironment,
     LeaseInfo,
     LeaseLost,
     LockTimeout,
     SaveConflict,
+    Snapshot,
     StoreBackend,
 )
 from .contract import Transaction as _Transaction
@@ -226,6 +228,27 @@ class LeasedStore(StoreBackend):
     def write_attachment(self, env_id: str, name: str, data: bytes) -> None:
         self.check_env_id(env_id)
         self._write_attachment(env_id, _attachment_name(name), data)
+
+    @abc.abstractmethod
+    def _import(self, snapshot: Snapshot, *, replace: bool) -> None:
+        """Write the whole snapshot, the document last (or in one transaction);
+        :class:`EnvironmentExists` when it exists and not ``replace``."""
+
+    def export(self, env_id: str) -> Snapshot:
+        self.check_env_id(env_id)
+        stored = self._read(env_id)
+        if stored is None:
+            raise self._not_found(env_id)
+        attachments = tuple((name, data) for name in ATTACHMENTS
+                            if (data := self._read_attachment(env_id, name)) is not None)
+        return Snapshot(env_id, stored.data, self._read_runtime_config(env_id), tuple(self._read_audit(env_id)),
+                        tuple(self.backups(env_id)), attachments)
+
+    def import_snapshot(self, snapshot: Snapshot, *, replace: bool = False) -> None:
+        self.check_env_id(snapshot.env_id)
+        if not replace and self._read(snapshot.env_id) is not None:
+            raise _exists(snapshot.env_id)
+        self._import(snapshot, replace=replace)
 
     # ----------------------------------------------------------------- writes
 

@@ -42,9 +42,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
                env_id      text NOT NULL,
                event       text NOT NULL)""",
         "CREATE INDEX greentic_audit_by_env ON greentic_audit (env_id, id)",
-        # append-only: an UPDATE or DELETE of an audit row is refused by the database itself
+        # append-only: an UPDATE or DELETE of an audit row is refused by the database itself,
+        # except the DELETE of `store migrate --force` replacing an environment (which sets
+        # greentic.replace_environment to that environment's id for its own transaction)
         """CREATE FUNCTION greentic_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-               BEGIN RAISE EXCEPTION 'greentic_audit is append-only'; END $$""",
+               BEGIN
+                 IF TG_OP = 'DELETE' AND OLD.env_id = current_setting('greentic.replace_environment', true) THEN
+                   RETURN OLD;
+                 END IF;
+                 RAISE EXCEPTION 'greentic_audit is append-only';
+               END $$""",
         """CREATE TRIGGER greentic_audit_append_only BEFORE UPDATE OR DELETE ON greentic_audit
                FOR EACH ROW EXECUTE FUNCTION greentic_audit_append_only()""",
         """CREATE TABLE greentic_backups (

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 
 from greentic_core.errors import EnvironmentExists, StoreError
-from greentic_core.store import LeaseInfo, LeaseLost, SaveConflict, SchemaOutdated, StoreOptions, redact_url
+from greentic_core.store import LeaseInfo, LeaseLost, SaveConflict, SchemaOutdated, Snapshot, StoreOptions, redact_url
 from greentic_core.store.leased import LeasedStore, Stored
 
 from . import schema
@@ -322,6 +322,31 @@ class PostgresStore(LeasedStore):
         with self._errors("write an attachment to"):
             self._db().execute("INSERT INTO greentic_attachments (env_id, name, data) VALUES (%s, %s, %s) "
                                "ON CONFLICT (env_id, name) DO UPDATE SET data = EXCLUDED.data", (env_id, name, data))
+
+    def _import(self, snapshot: Snapshot, *, replace: bool) -> None:
+        env_id = snapshot.env_id
+        conn = self._db()
+        with self._errors("import environment into"), conn.transaction():
+            if replace:
+                conn.execute("SELECT set_config('greentic.replace_environment', %s, true)", (env_id,))
+                for table in ("greentic_runtime_configs", "greentic_environments", "greentic_audit",
+                              "greentic_backups", "greentic_attachments"):
+                    conn.execute(f"DELETE FROM {table} WHERE env_id = %s", (env_id,))
+            generation = int(json.loads(snapshot.document).get("generation", 0))
+            inserted = conn.execute(
+                "INSERT INTO greentic_environments (env_id, document, generation) VALUES (%s, %s, %s) "
+                "ON CONFLICT (env_id) DO NOTHING", (env_id, snapshot.document.decode("utf-8"), generation)).rowcount
+            if not inserted:
+                raise EnvironmentExists(f"environment {env_id!r} already exists", env_id=env_id)
+            self._set_runtime_config(conn, env_id, snapshot.runtime_config)
+            for record in snapshot.audit:
+                self._audit_row(conn, env_id, record)
+            for backup_generation, data in snapshot.backups:
+                conn.execute("INSERT INTO greentic_backups (env_id, generation, document) VALUES (%s, %s, %s)",
+                             (env_id, backup_generation, data.decode("utf-8")))
+            for name, data in snapshot.attachments:
+                conn.execute("INSERT INTO greentic_attachments (env_id, name, data) VALUES (%s, %s, %s)",
+                             (env_id, name, data))
 
     # ----------------------------------------------------------------- backups (for tests and migrate)
 

@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from greentic_core import codec
 from greentic_core.errors import EnvironmentExists, StoreError
-from greentic_core.store import LeaseInfo, LeaseLost, SaveConflict, StoreOptions, redact_url
+from greentic_core.store import LeaseInfo, LeaseLost, SaveConflict, Snapshot, StoreOptions, redact_url
 from greentic_core.store.leased import LeasedStore, Stored
 
 _QUERY = {"endpoint_url", "region"}
@@ -403,6 +403,29 @@ class S3Store(LeasedStore):
     def _write_attachment(self, env_id: str, name: str, data: bytes) -> None:
         with self._errors("write an attachment to"):
             self._put(self._key(env_id, f"attachments/{name}"), data)
+
+    def _import(self, snapshot: Snapshot, *, replace: bool) -> None:
+        env_id = snapshot.env_id
+        with self._errors("import environment into"):
+            if replace:
+                for key in self._keys(self._key(env_id, "")):
+                    if not key.endswith("/lease.json"):
+                        self._delete(key)
+            # deterministic keys: an interrupted import run again overwrites what it wrote
+            for index, record in enumerate(snapshot.audit):
+                generation = int(record.get("generation_after", 0)) if isinstance(record, dict) else 0
+                self._put(self._key(env_id, f"audit/{generation:012d}-{index:020d}-import.json"), _json(record))
+            for generation, data in snapshot.backups:
+                self._put(self._key(env_id, f"backups/{generation:012d}.json"), data)
+            for name, data in snapshot.attachments:
+                self._put(self._key(env_id, f"attachments/{name}"), data)
+            self._set_runtime_config(env_id, snapshot.runtime_config)
+            generation = str(json.loads(snapshot.document).get("generation", 0))
+            try:
+                self._put(self._key(env_id, "environment.json"), snapshot.document, if_none_match=not replace,
+                          metadata={"generation": generation})
+            except _Precondition:
+                raise EnvironmentExists(f"environment {env_id!r} already exists", env_id=env_id) from None
 
     # ----------------------------------------------------------------- backups (for tests and migrate)
 
