@@ -119,6 +119,16 @@ def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",")} - _CONNECTION_PLAIN
 
 
+def _is_websocket_handshake(method: bytes, upgrade: bytes, tokens: bytes | None) -> bool:
+    """A bodyless GET with ``Connection: upgrade`` and ``Upgrade: websocket`` (h2c and other
+    protocols are served as ordinary requests, without their Upgrade)."""
+    if method != b"GET" or tokens is None:
+        return False
+    if b"upgrade" not in {t.strip().lower() for t in tokens.split(b",")}:
+        return False
+    return b"websocket" in {t.strip().lower() for t in upgrade.split(b",")}
+
+
 # --------------------------------------------------------------------------- exchange
 
 
@@ -129,7 +139,7 @@ class Exchange:
         "client", "route", "target", "method", "is_head", "http10", "keep_alive",
         "head", "line_len", "needs_host", "body", "body_total", "req_done", "out", "out_size", "sent_body",
         "upstream", "connecting", "counted", "retried", "stale_retried", "started", "head_sent",
-        "close_after", "done", "local", "status", "expect",
+        "close_after", "done", "local", "status", "expect", "upgrade", "tunnel",
     )
 
     def __init__(self, client: ClientConn) -> None:
@@ -151,6 +161,8 @@ class Exchange:
         self.local: bytes | None = None
         self.status = 0
         self.expect = False
+        self.upgrade: bytes | None = None  # the Upgrade value of a WebSocket handshake to forward
+        self.tunnel = False  # switched protocols: bytes are relayed both ways until a side closes
 
 
 # --------------------------------------------------------------------------- client side
@@ -163,6 +175,7 @@ class ClientConn(asyncio.Protocol):
         "server", "proxy", "loop", "transport", "parser", "peer", "active", "queue", "parsing",
         "url", "headers", "in_head", "head_bytes", "idle_since", "closed", "pauses", "write_paused",
         "drain_timer", "begun", "last", "tpl_data", "tpl", "heads", "head_mark", "body_mark",
+        "upgrading", "early", "finished",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -194,6 +207,11 @@ class ClientConn(asyncio.Protocol):
         self.heads = 0
         self.head_mark: tuple[int, float] | None = None
         self.body_mark: tuple[Exchange, int, float] | None = None
+        # after a WebSocket handshake request: its exchange (no more HTTP is parsed), and the
+        # bytes the client sent before the revision agreed to switch (sent on at 101)
+        self.upgrading: Exchange | None = None
+        self.early: list[bytes] = []
+        self.finished = False  # a request that ends the connection was read: nothing after it is
 
     # ----------------------------------------------------------------------- transport events
 
@@ -231,6 +249,9 @@ class ClientConn(asyncio.Protocol):
         self.queue = None
         if ex is not None and not ex.done:
             ex.done = True
+            if ex.tunnel:  # the client closed its tunnel: a normal end
+                _end_tunnel(ex)
+                return
             if ex.counted:
                 stats = ex.target.stats
                 stats.in_flight -= 1
@@ -242,6 +263,12 @@ class ClientConn(asyncio.Protocol):
                 up.abort()
 
     def eof_received(self) -> bool | None:
+        ex = self.upgrading
+        if ex is not None and ex.tunnel:
+            up = ex.upstream
+            if up is not None and not up.closed:
+                up.transport.close()  # the client is done: end the tunnel once its bytes are sent
+            return None
         if self.parsing is not None:
             # half-closed before its request body was complete: that request can never finish,
             # so end both connections now (the client and the backend's) instead of waiting
@@ -309,6 +336,11 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.upgrading is not None:
+            self._tunnel_in(data)
+            return
+        if self.finished:  # after a request without keep-alive: answer it, then close; drop the rest
+            return
         at_boundary = self.active is None and self.parsing is None and not self.in_head
         if at_boundary and data == self.tpl_data:
             # the same bytes as the previous segment, which was one whole bodyless request parsed
@@ -322,10 +354,17 @@ class ClientConn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            # an Upgrade/CONNECT request: served as an ordinary request (Upgrade is hop-by-hop
-            # and never forwarded); continue with a fresh parser after it
-            self.parser = httptools.HttpRequestParser(self)
             offset = exc.args[0] if exc.args else len(data)
+            last = self.queue[-1] if self.queue else self.active
+            if last is not None and last.upgrade is not None and not last.done:
+                # a WebSocket handshake: what follows is the tunnel's, not HTTP
+                self.upgrading = last
+                if offset < len(data):
+                    self._tunnel_in(data[offset:])
+                return
+            # another Upgrade (h2c) or CONNECT: served as an ordinary request (Upgrade is
+            # hop-by-hop and not forwarded); continue with a fresh parser after it
+            self.parser = httptools.HttpRequestParser(self)
             if offset < len(data):
                 self.data_received(data[offset:])
                 return
@@ -339,7 +378,8 @@ class ClientConn(asyncio.Protocol):
                 self._parse_error("internal error")
             return
         except httptools.HttpParserError as exc:
-            self._parse_error(str(exc))
+            if not self.finished:  # (llhttp refuses bytes after a request that closes the connection)
+                self._parse_error(str(exc))
             return
         if self.in_head:  # a head is still unfinished after this segment: is it over a limit?
             if not self.head_bytes:
@@ -361,6 +401,20 @@ class ClientConn(asyncio.Protocol):
                 ex.sent_body = True
             elif ex.out_size > MAX_PENDING:
                 self._pause(_PAUSE_PENDING)
+
+    def _tunnel_in(self, data: bytes) -> None:
+        """Bytes from the client after a WebSocket handshake request."""
+        ex = self.upgrading
+        assert ex is not None
+        up = ex.upstream
+        if ex.tunnel and up is not None:
+            up.transport.write(data)
+            return
+        if ex.done:  # the revision refused the switch: the answer went out, the rest is dropped
+            return
+        self.early.append(data)  # before the revision agreed: held until its 101
+        if sum(map(len, self.early)) > MAX_PENDING:
+            self._pause(_PAUSE_PENDING)
 
     def _replay(self, tpl: tuple[Any, ...]) -> None:
         ex = Exchange(self)
@@ -425,7 +479,7 @@ class ClientConn(asyncio.Protocol):
                 path += b"?" + parsed.query
         trust = proxy.trust_forwarded
         out: list[bytes] = [method, b" ", path, b" HTTP/1.1\r\n"]
-        host = xff = length = tokens = None
+        host = xff = length = tokens = upgrade = None
         chunked = expect = xfp = xfh = False
         filtered = False
         hosts = 0
@@ -460,13 +514,15 @@ class ClientConn(asyncio.Protocol):
                     if trust:
                         xfh = True
                         out += (name, SEP, value, CRLF)
-                elif lname == b"expect":
-                    expect = value.strip().lower() == b"100-continue"
+                elif lname == b"expect":  # (an HTTP/1.0 client's expectation is ignored: RFC 9110 10.1.1)
+                    expect = value.strip().lower() == b"100-continue" and not ex.http10
                 elif lname == b"forwarded" or lname == b"x-real-ip":
                     if trust:  # client-supplied addresses are believed only behind a trusted proxy
                         out += (name, SEP, value, CRLF)
                 elif lname == b"connection":
                     tokens = value if tokens is None else tokens + b"," + value
+                elif lname == b"upgrade":
+                    upgrade = value
             if not filtered and tokens is not None and tokens.lower() not in _CONNECTION_PLAIN:
                 drop = _connection_tokens(tokens) - {b"host"}
                 if drop & _FRAMING:
@@ -479,7 +535,7 @@ class ClientConn(asyncio.Protocol):
                     headers = [(n, v) for n, v in headers if n.lower() not in drop]
                     head_size = 0
                     out = [method, b" ", path, b" HTTP/1.1\r\n"]
-                    host = xff = length = tokens = None
+                    host = xff = length = tokens = upgrade = None
                     chunked = expect = xfp = xfh = False
                     hosts = 0
                     continue
@@ -499,11 +555,14 @@ class ClientConn(asyncio.Protocol):
             ex.body = 1
         else:
             ex.body = 0
+            if upgrade is not None and _is_websocket_handshake(method, upgrade, tokens):
+                ex.upgrade = upgrade  # forwarded, so the revision can accept the switch
+                out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, CRLF)
         out.append(CRLF)
         head = ex.head = b"".join(out)
         line_len = ex.line_len = len(method) + len(path) + 12  # "METHOD PATH HTTP/1.1\r\n"
         needs_host = ex.needs_host = host is None
-        if ex.body == 0:
+        if ex.body == 0 and ex.upgrade is None:
             self.last = (method, ex.is_head, ex.http10, ex.keep_alive, head, line_len, needs_host, host, path)
         else:
             ex.expect = expect
@@ -567,6 +626,8 @@ class ClientConn(asyncio.Protocol):
         if ex is None:  # pragma: no cover
             return
         ex.req_done = True
+        if not ex.keep_alive:
+            self.finished = True
         if ex.done:
             if ex is self.active:  # answered before its body was all read: now drained, go on
                 self._next(ex)
@@ -871,6 +932,7 @@ class UpstreamConn(asyncio.Protocol):
     __slots__ = (
         "server", "pool", "key", "transport", "parser", "ex", "headers", "reason", "got", "closed",
         "reused", "idle_since", "paused", "chunk_out", "eof_body", "skip", "last_read", "in_body", "head_bytes",
+        "tunnel",
     )
 
     def __init__(self, server: ProxyServer, key: tuple[str, int]) -> None:
@@ -893,6 +955,7 @@ class UpstreamConn(asyncio.Protocol):
         self.in_body = False
         self.head_bytes = 0
         self.last_read = 0.0
+        self.tunnel = False
 
     def pause(self) -> None:
         if not self.paused and not self.closed:
@@ -927,6 +990,10 @@ class UpstreamConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
+        if self.tunnel:
+            if ex is not None:
+                ex.client.transport.write(data)
+            return
         if ex is None:  # nothing asked: a stray byte from an idle connection makes it unusable
             self.abort()
             self.pool.discard(self)
@@ -938,6 +1005,11 @@ class UpstreamConn(asyncio.Protocol):
             self.head_bytes += len(data)  # the segment may hold body bytes too: checked below
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            if self.tunnel and offset < len(data) and self.ex is ex:
+                ex.client.transport.write(data[offset:])  # the revision's first tunnel bytes
+            return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if not isinstance(cause, _Refuse):
@@ -959,6 +1031,11 @@ class UpstreamConn(asyncio.Protocol):
         ex = self.ex
         if ex is None:
             self.pool.discard(self)
+            return
+        if self.tunnel:  # the revision closed the tunnel: a normal end
+            if not ex.done:
+                ex.done = True
+                _end_tunnel(ex)
             return
         self.ex = None
         if ex.done:
@@ -1009,7 +1086,10 @@ class UpstreamConn(asyncio.Protocol):
         self.head_bytes = 0
         if status < 200:
             if status == 101:
-                raise _Refuse(502, "unexpected protocol switch")
+                if ex.upgrade is None:
+                    raise _Refuse(502, "unexpected protocol switch")
+                self._switch(ex, headers, reason)
+                return
             self.skip = True  # 1xx informational: wait for the real answer
             return
         ex.status = status
@@ -1041,7 +1121,8 @@ class UpstreamConn(asyncio.Protocol):
             break
         out.append(target.rev_line)
         no_body = ex.is_head or status == 204 or status == 304
-        close = ex.close_after or not ex.keep_alive or client.server.draining
+        # a refused WebSocket handshake closes too: the client may already be sending frames
+        close = ex.close_after or not ex.keep_alive or client.server.draining or ex.upgrade is not None
         self.chunk_out = False
         self.eof_body = False
         if no_body:
@@ -1091,10 +1172,36 @@ class UpstreamConn(asyncio.Protocol):
         if self.skip:
             self.skip = False
             return
+        if self.tunnel:  # the 101 ends the HTTP part; the tunnel goes on
+            return
         ex = self.ex
         if ex is None:
             return
         self._finish(ex, reusable=self.parser.should_keep_alive())
+
+    def _switch(self, ex: Exchange, headers: list[tuple[bytes, bytes]], reason: bytes) -> None:
+        """The revision accepted a WebSocket handshake (101): send its answer on, then relay
+        bytes both ways (:meth:`ClientConn._tunnel_in`, :meth:`data_received`) until a side closes.
+        The tunnel stays counted in flight, so drain waits for it."""
+        out: list[bytes] = [_status_prefix(101), reason, CRLF]
+        upgrade = ex.upgrade
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"upgrade":
+                upgrade = value
+            elif lname not in _RESP_SPECIAL:
+                out += (name, SEP, value, CRLF)
+        out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade or b"websocket", CRLF, ex.target.rev_line, CRLF)
+        self.tunnel = True
+        ex.tunnel = True
+        ex.head_sent = True
+        ex.status = 101
+        client = ex.client
+        client.transport.write(b"".join(out))
+        if client.early:
+            self.transport.write(b"".join(client.early))
+            client.early.clear()
+            client._resume(_PAUSE_PENDING)
 
     # ----------------------------------------------------------------------- endings
 
@@ -1155,6 +1262,26 @@ class UpstreamConn(asyncio.Protocol):
         ex.target.stats.errors += 1
         ex.counted = False
         ex.client._fail(ex, ex.target, 502, f"{ex.target.address} failed: {detail}")
+
+
+def _end_tunnel(ex: Exchange) -> None:
+    """A tunnel ended (either side closed): count it answered and close the other side once
+    what it still has to send is sent."""
+    if ex.counted:
+        ex.counted = False
+        stats = ex.target.stats
+        stats.in_flight -= 1
+        stats.completed += 1
+    up = ex.upstream
+    ex.upstream = None
+    if up is not None:
+        up.ex = None
+        if not up.closed:
+            up.closed = True
+            up.transport.close()
+    client = ex.client
+    client.active = None
+    client._shut()
 
 
 # --------------------------------------------------------------------------- pool
@@ -1308,7 +1435,7 @@ class ProxyServer:
             if ex is None:
                 if conn.idle_since is not None and now - conn.idle_since > keepalive:
                     conn._shut()
-            elif read_timeout and not ex.done:
+            elif read_timeout and not ex.done and not ex.tunnel:
                 up = ex.upstream
                 if up is not None and now - up.last_read > read_timeout:
                     self._read_timed_out(ex, up)

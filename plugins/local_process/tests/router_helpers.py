@@ -21,7 +21,9 @@ revision id, plus:
 - ``/drip?s=SECONDS``: a first line, a pause, a last line;
 - ``/hop``: a response carrying hop-by-hop headers;
 - ``/gzip``: a gzip-encoded body;
-- ``/code/NNN``: that status.
+- ``/code/NNN``: that status;
+- ``/ws``: a WebSocket echo (each text message comes back prefixed with the revision id);
+  ``/ws?deny=1`` refuses the handshake with 403.
 
 Every answer carries ``X-Backend-Revision``.
 """
@@ -188,6 +190,18 @@ def _run_backend(revision: str, port: int) -> None:
 
             return web.Response(body=gzip.compress(revision.encode() * 100),
                                 headers={**base, "Content-Encoding": "gzip", "Content-Type": "text/plain"})
+        if path == "/ws":
+            if request.query.get("deny") == "1":
+                return web.Response(status=403, text="no websocket for you", headers=base)
+            ws = web.WebSocketResponse()
+            ws.headers.update(base)
+            await ws.prepare(request)
+            async for message in ws:
+                if message.type == web.WSMsgType.TEXT:
+                    await ws.send_str(f"{revision}:{message.data}")
+                elif message.type == web.WSMsgType.BINARY:
+                    await ws.send_bytes(message.data)
+            return ws
         if path.startswith("/code/"):
             return web.Response(status=int(path.rsplit("/", 1)[1]), text=revision, headers=base)
         return web.Response(text=revision, headers=base)
@@ -402,6 +416,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["backend"])
     parser.add_argument("--revision", required=True)
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0")),
+                        help="default: $PORT (as the local-process provider sets it), else a free port")
     ns = parser.parse_args()
     _run_backend(ns.revision, ns.port)

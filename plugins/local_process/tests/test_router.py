@@ -797,3 +797,17 @@ def test_repeated_identical_requests_are_each_routed_forwarded_and_counted(backe
         assert seen[:4] == ["ra", "rb", "ra", "rb"] and seen[4:] == ["rb"] * 4
         revisions = router.status()["revisions"]
         assert (revisions["ra"]["completed"], revisions["rb"]["completed"]) == (2, 6)
+
+
+@pytest.mark.parametrize("first", [
+    b"OPTIONS /echo-headers HTTP/1.0\r\nHost: web.test\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET /echo-headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n",
+])
+def test_bytes_after_a_request_that_closes_the_connection_are_dropped_and_it_is_answered(
+        router: RouterProcess, first: bytes) -> None:
+    with socket.create_connection(tuple_of(router.listen), timeout=10) as sock:
+        sock.sendall(first + b"GET /second HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = recv_until(sock, b"\x00never")
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]  # no 100 Continue for an HTTP/1.0 client
+    assert data.count(b"HTTP/1.1 ") == 1 and b"/second" not in data
