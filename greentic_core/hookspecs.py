@@ -31,8 +31,10 @@ Common arguments:
 ``answers``
     The provider configuration bound in the environment (a JSON object, already validated).
 ``state_dir``
-    A :class:`pathlib.Path` of a directory the provider may keep its own files in (the
-    environment's directory in the local store). Not shared with other environments.
+    A :class:`pathlib.Path` of a directory the provider may keep its own files in, on the
+    machine that runs the provider (the environment's directory with the file store,
+    ``$GREENTIC_HOME/state/<env>`` with a shared store). Not shared with other environments
+    or other machines: never put what other operators need there.
 ``progress``
     ``progress(message: str) -> None``; cheap to call, shown on a terminal, silent otherwise.
 ``timeout``

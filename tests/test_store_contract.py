@@ -39,7 +39,10 @@ from greentic_core.store import (
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EVENT = {"actor": "test", "command": "pytest", "verb": "save", "outcome": "ok"}
 DEPLOYER = "greentic.deployer.local-process"
-BACKENDS = ["file", "postgresql", "s3"]
+#: ``module:function`` returning the URL of a fresh, empty store on each call: runs this suite
+#: against a third party's backend too (see docs/plugin-authors.md, "Writing a store backend").
+EXTERNAL_ENV = "GREENTIC_TEST_STORE_FACTORY"
+BACKENDS = ["file", "postgresql", "s3"] + (["external"] if os.environ.get(EXTERNAL_ENV) else [])
 
 
 # --------------------------------------------------------------------------- servers and URLs
@@ -91,6 +94,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     home = tmp_path / "home"
     if request.param == "file":
         return Backend("file", f"file://{tmp_path / 'shared'}", (), {}, home)
+    if request.param == "external":
+        from greentic_core.registry import load_object
+
+        backend = Backend("external", load_object(os.environ[EXTERNAL_ENV])(), (), {}, home)
+        backend.store().init()
+        return backend
     if request.param == "postgresql":
         from greentic_store_postgres.testing import TEST_PASSWORD
 
