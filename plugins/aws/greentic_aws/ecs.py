@@ -453,11 +453,12 @@ class EcsProvider:
                          key=lambda r: int(r["Priority"]) if str(r.get("Priority", "")).isdigit() else MAX_PRIORITY + 1)
         if not matches:
             return Route(kind="none", arn=None, actions=[], conditions=conditions, rules=rules)
-        match = matches[0]  # the one the ALB evaluates first
         all_tags = self.tags_of([r["RuleArn"] for r in matches])
+        # any rule with our conditions that is not ours: refuse (we would share the match with it)
+        match = next((r for r in matches if not owned_by(all_tags.get(r["RuleArn"], {}), self.env_id,
+                                                         deployment_id)), matches[0])
         tags = all_tags.get(match["RuleArn"], {})
-        duplicates = [r["RuleArn"] for r in matches[1:] if owned_by(all_tags.get(r["RuleArn"], {}), self.env_id,
-                                                                    deployment_id)]
+        duplicates = [r["RuleArn"] for r in matches[1:]]  # ours, behind the one the ALB evaluates first
         if not owned_by(tags, self.env_id, deployment_id):
             raise ProviderError(
                 f"listener rule {match['RuleArn']} (conditions {_describe_conditions(conditions)}) exists "
@@ -617,6 +618,8 @@ class EcsProvider:
         target_group = self.claim_target_group(revision, {self.bound_target_group(ts) for ts in sets.values()})
         started: dict[str, str] = {"target_group": target_group}
         try:
+            if self.attach_at_zero(deployment_id, target_group):
+                started["attached"] = target_group
             task_def = aws(self.ecs, "register_task_definition", **self.task_definition(revision, image))
             started["task_definition"] = task_def["taskDefinition"]["taskDefinitionArn"]
             self.progress(f"creating task set for revision {revision_id} on {target_group.rsplit(':', 1)[-1]}")
@@ -629,6 +632,37 @@ class EcsProvider:
             raise
         return {"task_set": final["taskSetArn"], "target_group": target_group,
                 "task_definition": started["task_definition"], "already_present": False}
+
+    def attach_at_zero(self, deployment_id: str, target_group: str) -> bool:
+        """Put a target group no load balancer uses yet into the deployment's forward action at weight 0.
+
+        ECS refuses a service whose target group has no associated load balancer, and its API
+        reference does not say whether CreateTaskSet does the same; attaching first is safe
+        either way. Weight 0 routes nothing (warm never routes traffic). Returns whether it
+        attached (then a failed warm takes it out again).
+        """
+        found = aws(self.elb, "describe_target_groups", TargetGroupArns=[target_group],
+                    allow=("TargetGroupNotFound",)) or {}
+        groups = found.get("TargetGroups") or []
+        if not groups or groups[0].get("LoadBalancerArns"):
+            return False
+        route = self.route(deployment_id)
+        if target_group in dict(route.targets):
+            return False  # already in the forward action (some APIs report LoadBalancerArns late)
+        targets = list(route.targets)
+        if len(targets) >= MAX_TARGET_GROUPS_PER_ACTION:
+            raise ProviderError(
+                f"the forward action of deployment {deployment_id} already holds {len(targets)} target groups; "
+                f"an ALB forward action holds at most {MAX_TARGET_GROUPS_PER_ACTION}",
+                hint="drain and archive revisions that no longer get traffic before warming another one")
+        if route.kind == "default":
+            try:
+                self.check_default_action_ours(route, deployment_id, set())
+            except ProviderError:
+                return False  # another deployment's: the traffic change will refuse, saying so
+        self.progress(f"attaching target group {target_group.rsplit(':', 1)[-1]} to the listener at weight 0")
+        self.write_route(deployment_id, route, forward_action([*targets, (target_group, 0)]))
+        return True
 
     def task_definition(self, revision: Revision, image: str) -> dict[str, Any]:
         a = self.answers
@@ -732,6 +766,11 @@ class EcsProvider:
         with contextlib.suppress(ProviderError):
             if "task_definition" in started:
                 aws(self.ecs, "deregister_task_definition", taskDefinition=started["task_definition"])
+        with contextlib.suppress(ProviderError):
+            if "attached" in started:
+                route = self.route(revision.deployment_id)
+                if started["attached"] in dict(route.targets):
+                    self.detach(route, revision, started["attached"])
         with contextlib.suppress(ProviderError):
             self.release_claims(revision, [started["target_group"]])
 

@@ -47,7 +47,7 @@ def test_verb_call_counts_do_not_grow_with_other_deployments(registry, answers, 
     crowded = walk_one_deployment(registry, answers, calls, others=4)
     assert crowded == alone
     assert sum(alone["apply-modify"].values()) <= 5
-    assert sum(alone["warm"].values()) <= 10
+    assert sum(alone["warm"].values()) <= 13  # 10, plus attaching a fresh target group at weight 0
 
 
 def test_preflight_reports_each_check(deployer, world, registry, answers) -> None:

@@ -246,13 +246,29 @@ def _our_rules(aws, answers, world, deployment_id) -> list[dict[str, Any]]:
 def test_a_create_rule_resent_after_a_lost_answer_leaves_one_rule(registry, world, answers, aws, losing_proxy):
     deployer = registry.bind(KIND, {**answers, "endpoint_url": losing_proxy.url})
     deployment_id, revs = world.new_deployment()
+    losing_proxy.armed.set()
+    deployer.warm(world.env, revs[0].revision_id)  # the first CreateRule: its target group at weight 0
+    assert losing_proxy.lost == 1  # botocore resent the CreateRule: moto answered PriorityInUse
+    assert len(_our_rules(aws, answers, world, deployment_id)) == 1
+    world.set_split(deployment_id, [(revs[0], 10000)])
+    deployer.apply_traffic_split(world.env, deployment_id)
+    assert len(_our_rules(aws, answers, world, deployment_id)) == 1
+    assert deployer.observe(world.env).deployments[deployment_id].weights == {revs[0].revision_id: 10000}
+
+
+def test_the_lost_answer_is_recovered_when_the_traffic_change_creates_the_rule(registry, world, answers, aws,
+                                                                                losing_proxy):
+    deployer = registry.bind(KIND, {**answers, "endpoint_url": losing_proxy.url})
+    deployment_id, revs = world.new_deployment()
     deployer.warm(world.env, revs[0].revision_id)
+    (rule,) = _our_rules(aws, answers, world, deployment_id)
+    aws.elb.delete_rule(RuleArn=rule["RuleArn"])  # as if an operator removed it: the traffic change creates it
     world.set_split(deployment_id, [(revs[0], 10000)])
     losing_proxy.armed.set()
     outcome = deployer.apply_traffic_split(world.env, deployment_id)
-    assert losing_proxy.lost == 1  # botocore resent the CreateRule: moto answered PriorityInUse
-    assert len(_our_rules(aws, answers, world, deployment_id)) == 1
+    assert losing_proxy.lost == 1
     assert outcome.detail["write"] == "rule found after a retry"
+    assert len(_our_rules(aws, answers, world, deployment_id)) == 1
     assert deployer.observe(world.env).deployments[deployment_id].weights == {revs[0].revision_id: 10000}
 
 
@@ -293,3 +309,68 @@ def test_tags_of_an_environment_with_a_long_id_stay_within_256_characters(regist
     assert values and all(len(v) <= 256 for v in values), max(map(len, values))
     observed = deployer.observe(world.env)  # ownership is still recognised
     assert observed.deployments[deployment_id].weights == {revs[0].revision_id: 10000}
+
+
+# --------------------------------------------------------------------------- CreateTaskSet order
+
+
+class TaskSetOrder:
+    """Reads, at the moment the provider sends CreateTaskSet, whether the listener forwards to its target group.
+
+    (A target group is associated with a load balancer once a listener rule or default action
+    forwards to it. moto updates ``LoadBalancerArns`` on CreateRule but not on ModifyRule, so the
+    listener's actions are read instead.)
+    """
+
+    def __init__(self, aws, answers) -> None:
+        self.aws, self.answers = aws, answers
+        self.seen: list[bool] = []
+
+    def attach(self, client) -> None:
+        client.meta.events.register("provide-client-params.ecs.CreateTaskSet", self._check)
+
+    def _forwarded(self) -> set[str]:
+        actions = [a for rule in self.aws.rules(self.answers) for a in rule["Actions"]]
+        actions += self.aws.default_actions(self.answers)
+        return set(self.aws.forward(actions)) | {g["TargetGroupArn"] for a in actions
+                                                   for g in (a.get("ForwardConfig") or {}).get("TargetGroups", [])}
+
+    def _check(self, params, **_):
+        forwarded = self._forwarded()
+        for binding in params.get("loadBalancers") or ():
+            self.seen.append(binding["targetGroupArn"] in forwarded)
+
+
+@pytest.mark.parametrize("fixture", ["answers", "default_action_answers"])
+def test_a_fresh_target_group_is_attached_at_weight_0_before_create_task_set(request, registry, world, aws, fixture):
+    answers = request.getfixturevalue(fixture)
+    order = TaskSetOrder(aws, answers)
+    ecs.clear_client_cache()
+    ecs.client_hooks.append(order.attach)
+    try:
+        deployer = registry.bind(KIND, answers)
+        deployment_id, revs = world.new_deployment(revisions=2)
+        for rev in revs:
+            deployer.warm(world.env, rev.revision_id)
+    finally:
+        ecs.client_hooks.remove(order.attach)
+        ecs.clear_client_cache()
+    assert order.seen == [True, True]  # never a target group no listener forwards to
+    observed = deployer.observe(world.env).deployments.get(deployment_id)
+    assert observed is None or set(observed.weights.values()) <= {0}  # warm routes no traffic
+    world.set_split(deployment_id, [(revs[0], 10000), (revs[1], 0)])
+    assert deployer.apply_traffic_split(world.env, deployment_id).provider_weights == {
+        revs[0].revision_id: 999, revs[1].revision_id: 0}
+
+
+def test_a_failed_warm_takes_the_target_group_it_attached_out_again(registry, world, answers, aws):
+    deployer = registry.bind(KIND, {**answers, "warm_timeout_seconds": 0.5, "poll_interval_seconds": 0.05})
+    deployment_id, (good,) = world.new_deployment()
+    deployer.warm(world.env, good.revision_id)
+    world.set_split(deployment_id, [(good, 10000)])
+    deployer.apply_traffic_split(world.env, deployment_id)
+    bad = world.add_revision(deployment_id, image="registry.invalid/team/app:1")  # never pulls
+    with pytest.raises(Exception):
+        deployer.warm(world.env, bad.revision_id)
+    rule = aws.rule_for(answers, deployment_id)
+    assert list(aws.forward(rule["Actions"]).values()) == [999]  # only the good revision's target group

@@ -80,7 +80,8 @@ def test_a_revision_without_a_task_set_cannot_get_weight(deployer, world, answer
     world.set_split(deployment_id, [(revs[0], 5000), (revs[1], 5000)])
     with pytest.raises(ProviderError, match="has no task set"):
         deployer.apply_traffic_split(world.env, deployment_id)
-    assert aws.rule_for(answers, deployment_id) is None
+    rule = aws.rule_for(answers, deployment_id)  # warm attached the target group at weight 0, nothing more
+    assert list(aws.forward(rule["Actions"]).values()) == [0]
     # at weight 0 it is simply left out of the forward action
     world.set_split(deployment_id, [(revs[0], 10000), (revs[1], 0)])
     outcome = deployer.apply_traffic_split(world.env, deployment_id)
