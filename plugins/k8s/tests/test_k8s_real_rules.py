@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import kubernetes_validate  # the k8s [test] extra, as cel-python: a missing one fails, never skips
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -22,9 +23,6 @@ from greentic_k8s.answers import Answers
 
 from crd_rules import CrdValidator, load_schema
 from k8s_world import World
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-pytest.importorskip("celpy")
 
 ANSWERS = Answers.parse({"gateway_name": "public", "gateway_namespace": "edge", "gateway_section": "https",
                          "resources": {"requests": {"cpu": 0.5, "memory": "1.5Gi"}, "limits": {"memory": "2Gi"}}})
