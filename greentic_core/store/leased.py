@@ -29,11 +29,12 @@ import abc
 import contextlib
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -108,6 +109,10 @@ def _check_valid(env: Environment) -> None:
 
 class LeasedStore(StoreBackend):
     """A backend whose lease, documents and audit live in one shared service."""
+
+    #: the longest pause between two attempts to take a held lease (each attempt is a request
+    #: to the service: waiters of a slow or rate-limited service should ask less often)
+    lease_poll_max: ClassVar[float] = 0.05
 
     # ----------------------------------------------------------------- primitives
 
@@ -310,9 +315,9 @@ class LeasedStore(StoreBackend):
             if opts.on_wait is not None and current is not None and now >= next_report:
                 opts.on_wait(current, now - started)
                 next_report = now + 1.0
-            pause = delay if wait is None else min(delay, max(0.0, started + wait - now))
-            time.sleep(pause)
-            delay = min(delay * 2, 0.05)
+            pause = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not ask in lockstep
+            time.sleep(pause if wait is None else min(pause, max(0.0, started + wait - now)))
+            delay = min(delay * 2, self.lease_poll_max)
 
     # ----------------------------------------------------------------- leases
 

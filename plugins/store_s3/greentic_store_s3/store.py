@@ -80,6 +80,7 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
 class S3Store(LeasedStore):
     scheme = "s3"
     lease_expires = True
+    lease_poll_max = 0.25  # every attempt is a GET: S3 bills (and rate-limits) requests
 
     def __init__(self, url: str, options: StoreOptions) -> None:
         self._url = url
