@@ -33,6 +33,9 @@ needs a few things it does not do; :class:`GreenticEmulator` adds them, each sma
 7. **A stand-in Gateway controller** that writes ``HTTPRoute`` ``status.parents``:
    ``gateway_controller="accept"`` (Accepted for the current generation), ``"reject"``
    (Accepted False) or ``"off"`` (no status, like a cluster whose controller reports none).
+8. **Optional server-side validation**: ``validate=callable`` (``Sandbox(workdir,
+   validate=...)``) checks every applied object as a real API server would (the tests plug in
+   kubernetes-validate and the Gateway API CRD's schema and CEL rules) and answers 422.
 
 Controllers run before every request is served, and inside an apply before it answers, so
 the emulator needs no timer. Everything here only listens on 127.0.0.1.
@@ -130,6 +133,9 @@ def _emulator_class() -> type:
         ready_after_seconds: float = 0.0
         gateway_controller: str = "accept"
         terminating_seconds: float = 0.0
+        #: ``validate(body) -> [problem, ...]``: what a real API server would refuse in an applied
+        #: object (its schema, a CRD's CEL rules); a non-empty answer is a 422, as from a real one.
+        validate: Any = None
         forbidden: frozenset = frozenset()  # resource plurals answered 403, as RBAC would
         _counter: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
         _changed_at: dict = attrs.field(factory=dict, init=False)
@@ -210,6 +216,12 @@ def _emulator_class() -> type:
                 raise self._bad_request(f"the name in the body ({meta.get('name')!r}) does not match the URL")
             if meta.get("namespace") not in (None, request.namespace):
                 raise self._bad_request("the namespace in the body does not match the URL")
+            problems = self.validate(body) if self.validate is not None else []
+            if problems:
+                raise kmock.KubernetesError(
+                    status=422, reason="Invalid", details={},
+                    message=f"{body.get('kind')}.{(body.get('apiVersion') or '').split('/')[0]} "
+                            f"{meta.get('name')!r} is invalid: {'; '.join(problems)}")
             key = (request.resource, request.namespace, request.name)
             async with self._lock:
                 existing = self._objects[key] if key in self._objects and not self._objects[key].deleted else None

@@ -25,10 +25,45 @@ def registry(tmp_path_factory):
     return registry
 
 
+class ServerRules:
+    """The real-rules layer in every test: each object the provider applies is checked as a real API
+    server would (kubernetes-validate strict for core and apps objects; the Gateway API v1.6.1
+    HTTPRoute CRD's schema and CEL rules), answered 422 by the emulator, and recorded."""
+
+    def __init__(self) -> None:
+        import kubernetes_validate
+
+        from crd_rules import CrdValidator, load_schema
+
+        self._kv = kubernetes_validate
+        self._version = kubernetes_validate.utils.latest_version()
+        self._crd = CrdValidator(load_schema())
+        self.refused: list[str] = []
+
+    def __call__(self, body: dict) -> list[str]:
+        if body.get("kind") == "HTTPRoute":
+            problems = self._crd.problems(body)
+        else:
+            try:
+                self._kv.validate(body, self._version, strict=True)
+                problems = []
+            except self._kv.ValidationError as exc:
+                problems = [str(exc).splitlines()[0]]
+        self.refused += [f"{body.get('kind')} {(body.get('metadata') or {}).get('name')}: {p}" for p in problems]
+        return problems
+
+
+@pytest.fixture(scope="session")
+def server_rules():
+    return ServerRules()
+
+
 @pytest.fixture
-def box(tmp_path):
-    with Sandbox(tmp_path / "sandbox") as sandbox:
+def box(tmp_path, server_rules):
+    server_rules.refused.clear()
+    with Sandbox(tmp_path / "sandbox", validate=server_rules) as sandbox:
         yield sandbox
+    assert server_rules.refused == [], server_rules.refused[:3]
 
 
 @pytest.fixture

@@ -154,3 +154,37 @@ def test_generated_env_and_bundle_ids_give_objects_the_api_server_accepts(crd, e
             assert crd.problems(manifest) == []
         else:
             kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+# --------------------------------------------------------------------------- the emulator enforces them too
+
+
+def _apply(url: str, path: str, body: dict) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}{path}?fieldManager=test", data=json.dumps(body).encode(), method="PATCH",
+                                     headers={"Content-Type": "application/apply-patch+yaml"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_emulator_answers_422_for_what_a_real_api_server_refuses(emulator, ns, server_rules):
+    """Every k8s test runs its emulator with these rules, so a provider write they refuse fails the test."""
+    world, dep = _world(hosts=("shop.example.com",))
+    route = _unchecked_route(world, dep)
+    route["metadata"]["namespace"] = ns
+    path = f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{route['metadata']['name']}"
+    route["spec"]["hostnames"] = ["Shop.Example.com"]
+    assert _apply(emulator.url, path, route) == 422
+    route["spec"]["hostnames"] = ["shop.example.com"]
+    assert _apply(emulator.url, path, route) in (200, 201)
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "namespace": ns},
+                  "spec": {"replicas": "three"}}
+    assert _apply(emulator.url, f"/apis/apps/v1/namespaces/{ns}/deployments/x", deployment) == 422
+    assert len(server_rules.refused) == 2
+    server_rules.refused.clear()  # refused on purpose here
