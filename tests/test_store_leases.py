@@ -158,3 +158,29 @@ def test_open_store_defaults_to_the_file_store_at_home(tmp_path: Path, monkeypat
     store = open_store(None, home=tmp_path, options=StoreOptions())
     assert isinstance(store, FileStore) and store.root == tmp_path / "environments"
     assert store.state_dir("dev") == tmp_path / "environments" / "dev"  # provider files where they always were
+
+
+def _broken_store_site(root: Path) -> Path:
+    """A site directory with a store plugin for etcd:// whose module fails to import."""
+    dist = root / "acme_store_etcd-0.3.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-store-etcd\nVersion: 0.3.0\n")
+    (dist / "entry_points.txt").write_text("[greentic.stores]\netcd = acme_store_etcd:open_store\n")
+    (root / "acme_store_etcd.py").write_text("raise ImportError('No module named etcd3')\n")
+    return root
+
+
+def test_a_broken_store_plugin_is_listed_with_its_reason_and_breaks_only_its_scheme(home: Path, tmp_path: Path) -> None:
+    site = _broken_store_site(tmp_path / "site")
+    env = {"PYTHONPATH": str(site), "GREENTIC_CACHE_DIR": str(tmp_path / "cache")}
+    listed = cli(home, "--json", "plugins", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    [row] = [r for r in json.loads(listed.stdout)["stores"] if r["scheme"] == "etcd"]
+    assert row == {"scheme": "etcd", "distribution": "acme-store-etcd", "version": "0.3.0", "status": "broken",
+                   "reason": "ImportError: No module named etcd3"}
+    assert cli(home, "env", "list", env=env).returncode == 0  # the default store does not load it
+    used = cli(home, "--store", f"etcd://root:{PASSWORD}@127.0.0.1:2379", "env", "list", env=env)
+    assert used.returncode == 7
+    assert used.stderr.splitlines()[0] == ("error: store plugin acme-store-etcd 0.3.0 (etcd://) cannot be loaded: "
+                                           "ImportError: No module named etcd3")
+    assert PASSWORD not in used.stderr

@@ -37,8 +37,18 @@ def register(cli: click.Group) -> None:
         data = {"ok": True, "plugins": docs}
         if not records:
             data["hint"] = NO_PLUGINS_HINT
+        from ..store.select import store_plugins
+
+        data["stores"] = stores = store_plugins()  # a broken store plugin is listed with its reason
 
         def human(console) -> None:
+            _deployers(console)
+            for row in stores:
+                where = f"{row['distribution']} {row.get('version') or ''}".strip()
+                console.print(f"store {row['scheme']}:// ({where}): {row['status']}"
+                              + (f" - {row['reason']}" if row["reason"] else ""), markup=False)
+
+        def _deployers(console) -> None:
             if not records:
                 console.print(NO_PLUGINS_HINT, markup=False)
                 return

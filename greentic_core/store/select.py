@@ -139,7 +139,11 @@ def store_plugins() -> list[dict[str, Any]]:
     from ..registry import discover, load_object
 
     rows: list[dict[str, Any]] = [{"scheme": "file", "distribution": "greentic-core", "status": "ok", "reason": None}]
-    for ep in discover(STORE_GROUP):
+    try:
+        entry_points = discover(STORE_GROUP)
+    except Exception:
+        entry_points = []
+    for ep in entry_points:
         if ep.name == "file":
             continue
         row = {"scheme": ep.name, "distribution": ep.distribution, "version": ep.version, "status": "ok", "reason": None}
