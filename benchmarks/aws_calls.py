@@ -116,7 +116,7 @@ def walk(endpoint: str, others: int) -> dict[str, Counter]:
         measure("warm (again: already serving)", lambda: deployer.warm(env, r1.revision_id))
         measure("warm (second revision)", lambda: deployer.warm(env, r2.revision_id))
         add(dep, [], _split(dep, [(r1.revision_id, 10000), (r2.revision_id, 0)]))
-        measure("apply_traffic_split (creates the rule)", lambda: deployer.apply_traffic_split(env, dep))
+        measure("apply_traffic_split (first split)", lambda: deployer.apply_traffic_split(env, dep))
         add(dep, [], _split(dep, [(r1.revision_id, 0), (r2.revision_id, 10000)]))
         measure("apply_traffic_split (modifies the rule)", lambda: deployer.apply_traffic_split(env, dep))
         measure("apply_traffic_split (unchanged)", lambda: deployer.apply_traffic_split(env, dep))
