@@ -14,21 +14,22 @@ detailed one to say exactly where.
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 import typing
 import gc
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, TypeVar
 
 import attrs
-import cattrs
-from cattrs.errors import IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from . import ids, spec
 from .errors import DecodeError, SpecError
+
+if TYPE_CHECKING:  # cattrs is imported with the first converter (``utc_now`` users never pay for it)
+    import cattrs
 
 T = TypeVar("T")
 
@@ -179,6 +180,9 @@ def _is_homogeneous_tuple(tp: Any) -> bool:
 
 
 def _make_converter(detailed: bool) -> cattrs.Converter:
+    import cattrs
+    from cattrs.errors import IterableValidationError, IterableValidationNote
+
     conv = cattrs.Converter(detailed_validation=detailed)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(int, _strict_int)
@@ -264,6 +268,8 @@ _FIELD_HOOKS: dict[tuple[type, str], Any] = {
 
 
 def _register_class(conv: cattrs.Converter, cls: type, detailed: bool) -> None:
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
     fields = attrs.fields(cls)
     names = [f.name for f in fields if f.name != "extra"]
     known = frozenset(names)
@@ -319,8 +325,12 @@ def _register_class(conv: cattrs.Converter, cls: type, detailed: bool) -> None:
     conv.register_unstructure_hook(cls, unstructure)
 
 
-_FAST = _make_converter(detailed=False)
-_DETAILED = _make_converter(detailed=True)
+@functools.cache
+def _converter(detailed: bool) -> cattrs.Converter:
+    """Built on first use, not at import: generating the hooks of every spec class costs tens of
+    ms, which commands that never decode a document (``--help``, ``plugins list``) must not pay,
+    and the detailed converter is needed only to word an error."""
+    return _make_converter(detailed)
 
 
 def _format_exception(exc: BaseException, type_: Any) -> str:
@@ -338,12 +348,14 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
 
 def structure(data: Any, cls: type[T]) -> T:
     """Turn parsed JSON into a spec object, or raise one :class:`DecodeError` naming the path."""
+    import cattrs
+
     try:
-        return _FAST.structure(data, cls)
+        return _converter(False).structure(data, cls)
     except Exception:
         pass
     try:
-        return _DETAILED.structure(data, cls)
+        return _converter(True).structure(data, cls)
     except (cattrs.BaseValidationError, SpecError, ValueError, TypeError, KeyError) as exc:
         messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
         first = messages[0] if messages else str(exc)
@@ -351,7 +363,7 @@ def structure(data: Any, cls: type[T]) -> T:
 
 
 def unstructure(obj: Any) -> Any:
-    return _FAST.unstructure(obj)
+    return _converter(False).unstructure(obj)
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

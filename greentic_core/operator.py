@@ -40,6 +40,7 @@ from .errors import (
 from .ids import PackDescriptor, mint_ulid, parse_env_id
 from .outcomes import CheckStatus, Observation, PreflightCheck
 from .projection import materialize_runtime_config
+from .references import AmbiguousReference, InvalidInput, UnknownReference, resolve_deployment, resolve_revision
 from .registry import Registry
 from .routes import check_route_values
 from .spec import (
@@ -61,23 +62,8 @@ ANSWERS_REF = "env-packs/deployer/answers.json"
 Progress = Callable[[str], None]
 
 
-class AmbiguousReference(GreenticError):
-    kind = "usage"
-    exit_code = 2
-
-
-class UnknownReference(GreenticError):
-    kind = "not_found"
-    exit_code = 4
-
-
 class NoDeployerBinding(GreenticError):
     kind = "validation"
-    exit_code = 2
-
-
-class InvalidInput(GreenticError):
-    kind = "usage"
     exit_code = 2
 
 
@@ -247,54 +233,6 @@ def _scrub_error(exc: GreenticError, secrets: Sequence[str]) -> None:
 
 
 # --------------------------------------------------------------------------- references
-
-
-def resolve_deployment(env: Environment, ref: str) -> str:
-    """A deployment id from a full id, a unique prefix, or a bundle id."""
-    ref_upper = ref.upper()
-    ids = [b.deployment_id for b in env.bundles]
-    if ref_upper in ids:
-        return ref_upper
-    by_bundle = [b.deployment_id for b in env.bundles if b.bundle_id == ref]
-    if len(by_bundle) == 1:
-        return by_bundle[0]
-    return _unique_prefix("deployment", ref, ids, env.environment_id,
-                          hint="list deployments with `greentic-deployer deployment list ENV`")
-
-
-def resolve_revision(env: Environment, ref: str, deployment_id: str | None = None) -> str:
-    """A revision id from a full id, a unique prefix, or ``latest`` (newest of one deployment)."""
-    if ref.lower() == "latest":
-        if deployment_id is None:
-            if len(env.bundles) != 1:
-                raise AmbiguousReference(
-                    "`latest` needs one deployment, and this environment has "
-                    f"{len(env.bundles)}", hint="name the deployment with --deployment, or give a revision id or prefix")
-            deployment_id = env.bundles[0].deployment_id
-        candidates = [r for r in env.revisions if r.deployment_id == deployment_id]
-        if not candidates:
-            raise UnknownReference(f"deployment {deployment_id} has no revisions",
-                                   hint="stage one with `greentic-deployer revision stage`")
-        return max(candidates, key=lambda r: (r.sequence, r.revision_id)).revision_id
-    pool = [r.revision_id for r in env.revisions if deployment_id is None or r.deployment_id == deployment_id]
-    if ref.upper() in pool:
-        return ref.upper()
-    return _unique_prefix("revision", ref, pool, env.environment_id,
-                          hint="list revisions with `greentic-deployer revision list ENV`")
-
-
-def _unique_prefix(what: str, ref: str, pool: Sequence[str], env_id: str, *, hint: str) -> str:
-    if not ref:
-        raise InvalidInput(f"empty {what} id", hint=hint)
-    prefix = ref.upper()
-    matches = sorted({item for item in pool if item.startswith(prefix)})
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise UnknownReference(f"no {what} matches {ref!r} in environment {env_id!r}", hint=hint)
-    shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
-    raise AmbiguousReference(f"{what} prefix {ref!r} is ambiguous: matches {len(matches)} ({shown})",
-                             hint="give more characters of the id")
 
 
 def _resolve_in(env: Environment, revision_ref: str, deployment_ref: str | None) -> str:

@@ -18,8 +18,6 @@ path and its value the (small) module carrying the hook implementations.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import os
 import sys
 import importlib
@@ -34,16 +32,23 @@ from packaging.version import Version
 from . import __version__ as CORE_VERSION
 from . import hookspecs
 from .contract import BoundDeployer, conformance_sandbox
+from .discovery import (  # noqa: F401  (discovery's names, as they were here before the split)
+    CACHE_ENV,
+    CACHE_FORMAT,
+    GROUP,
+    EntryPointInfo,
+    default_cache_dir,
+    discover,
+    scan_entry_points,
+    sys_path_fingerprint,
+)
 from .errors import PluginNotFound, PluginUnusable, VersionPinMismatch
 from .ids import PackDescriptor
 from .markers import PROJECT_NAME
 from .outcomes import OPTIONAL_HOOKS, REQUIRED_HOOKS, DeployerDescriptor
 
-GROUP = "greentic.deployers"
 ALLOW_ENV = "GREENTIC_DEPLOYERS"
 DENY_ENV = "GREENTIC_DISABLE_DEPLOYERS"
-CACHE_ENV = "GREENTIC_CACHE_DIR"
-CACHE_FORMAT = 1
 
 #: Top-level modules whose import at plugin-load time is reported (they slow every command).
 HEAVY_MODULES = ("boto3", "botocore", "kubernetes", "lightkube", "google.cloud", "azure")
@@ -51,16 +56,6 @@ HEAVY_MODULES = ("boto3", "botocore", "kubernetes", "lightkube", "google.cloud",
 SPEC_NAMES = frozenset(REQUIRED_HOOKS + OPTIONAL_HOOKS)
 
 OK, BROKEN, INVALID, DISABLED, CONFLICT, INCOMPATIBLE = "ok", "broken", "invalid", "disabled", "conflict", "incompatible"
-
-
-@attrs.frozen
-class EntryPointInfo:
-    """One discovered entry point (metadata only, nothing imported)."""
-
-    name: str
-    value: str
-    distribution: str
-    version: str
 
 
 @attrs.define
@@ -116,73 +111,6 @@ class PluginRecord:
 
 def _split_names(value: str | None) -> set[str]:
     return {item.strip() for item in (value or "").split(",") if item.strip()}
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "greentic"
-
-
-def sys_path_fingerprint(paths: Iterable[str]) -> str:
-    """A key that changes when anything is installed or removed on ``sys.path``."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{GROUP}|{sys.version}".encode())
-    for entry in paths:
-        try:
-            mtime = os.stat(entry or ".").st_mtime_ns
-        except OSError:
-            mtime = -1
-        digest.update(f"\0{entry}\0{mtime}".encode())
-    return digest.hexdigest()
-
-
-def scan_entry_points(group: str = GROUP, paths: list[str] | None = None) -> list[EntryPointInfo]:
-    """Read every distribution's entry points of ``group`` (first distribution of a name wins)."""
-    found: list[EntryPointInfo] = []
-    seen: set[str] = set()
-    from importlib import metadata  # only on a cache miss: it costs ~15 ms to import
-
-    for dist in metadata.distributions(path=paths if paths is not None else sys.path):
-        try:
-            dist_name = dist.metadata["Name"] or "unknown"
-        except Exception:
-            continue
-        key = dist_name.lower().replace("_", "-")
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            eps = dist.entry_points
-        except Exception:
-            continue
-        for ep in eps:
-            if ep.group == group:
-                found.append(EntryPointInfo(ep.name, ep.value, dist_name, dist.version or "?"))
-    return found
-
-
-def discover(group: str = GROUP, *, use_cache: bool = True, cache_dir: Path | None = None) -> list[EntryPointInfo]:
-    """Entry points of ``group``, from the on-disk cache when ``sys.path`` has not changed."""
-    if not use_cache:
-        return scan_entry_points(group)
-    key = sys_path_fingerprint(sys.path)
-    cache_file = (cache_dir or default_cache_dir()) / f"entry-points-{hashlib.sha256(group.encode()).hexdigest()[:12]}.json"
-    try:
-        cached = json.loads(cache_file.read_text())
-        if cached.get("key") == key:
-            return [EntryPointInfo(**item) for item in cached["entry_points"]]
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    found = scan_entry_points(group)
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "entry_points": [attrs.asdict(e) for e in found]}))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only home only costs a rescan next time
-    return found
 
 
 # --------------------------------------------------------------------------- the registry

@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+import greentic_core.discovery as discovery_module
 import greentic_core.registry as registry_module
 from greentic_core import (
     DeployerError,
@@ -522,7 +523,7 @@ def test_second_discover_returns_the_cached_result_without_scanning(site, tmp_pa
     def no_scan(*args, **kwargs):
         raise AssertionError("scanned although sys.path did not change")
 
-    monkeypatch.setattr(registry_module, "scan_entry_points", no_scan)
+    monkeypatch.setattr(discovery_module, "scan_entry_points", no_scan)
     second = discover(GROUP, cache_dir=tmp_path / "cache")
 
     assert second == first
@@ -534,8 +535,8 @@ def test_installing_a_distribution_invalidates_the_cache(site, tmp_path, monkeyp
     site.add_good()
     discover(GROUP, cache_dir=tmp_path / "cache")
     scans = []
-    real_scan = registry_module.scan_entry_points
-    monkeypatch.setattr(registry_module, "scan_entry_points", lambda *a, **k: scans.append(1) or real_scan(*a, **k))
+    real_scan = discovery_module.scan_entry_points
+    monkeypatch.setattr(discovery_module, "scan_entry_points", lambda *a, **k: scans.append(1) or real_scan(*a, **k))
 
     wait_for_fs_clock(site.root)
     site.add_good(module="acme_new", dist="acme-new", name="acme.deployer.new")
@@ -550,8 +551,8 @@ def test_registry_without_cache_always_scans(site, tmp_path, monkeypatch):
     site.add_good()
     discover(GROUP, cache_dir=tmp_path / "cache")  # a fresh cache that would be used
     scans = []
-    real_scan = registry_module.scan_entry_points
-    monkeypatch.setattr(registry_module, "scan_entry_points", lambda *a, **k: scans.append(1) or real_scan(*a, **k))
+    real_scan = discovery_module.scan_entry_points
+    monkeypatch.setattr(discovery_module, "scan_entry_points", lambda *a, **k: scans.append(1) or real_scan(*a, **k))
 
     assert TEST in Registry(use_cache=False, cache_dir=tmp_path / "cache").names()
     assert scans == [1]

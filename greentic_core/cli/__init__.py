@@ -269,9 +269,12 @@ _COMMAND_MODULES = ("spec_commands", "plugins_commands", "scaffold_commands", "i
                     "rollout_commands", "store_commands")
 #: Top-level commands whose module is known, so only that module is imported to run them.
 #: (scaffold_commands and install_commands add `plugins new|install|doctor` to the plugins group.)
+_OPERATOR = ("spec_commands", "operator_commands")  # operator_commands extends spec's `env` group
 _COMMAND_HOME = {"plugins": ("plugins_commands", "scaffold_commands", "install_commands"),
                  "plan": ("rollout_commands",), "apply": ("rollout_commands",), "rollout": ("rollout_commands",),
-                 "store": ("spec_commands", "store_commands")}
+                 "store": ("spec_commands", "store_commands"), "env": (*_OPERATOR, "store_commands"),
+                 "deployment": _OPERATOR, "revision": _OPERATOR, "traffic": _OPERATOR,
+                 "runtime-config": ("spec_commands",), "schema": ("spec_commands",)}
 _loaded: dict[str, bool] = {}
 
 
@@ -299,7 +302,7 @@ def _register_plugin_commands() -> None:
     Only names are read at start-up (from the cached discovery); the module is imported when
     the command runs, so a broken plugin cannot break the CLI, and ``--help`` stays fast.
     """
-    from ..registry import discover
+    from ..discovery import discover
 
     try:
         entry_points = discover("greentic.commands")

@@ -6,20 +6,35 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
-from .. import codec
 from ..errors import GreenticError, NoSplit
-from ..operator import InvalidInput, Operator, resolve_deployment
-from ..outcomes import CheckStatus
-from ..spec import Workload
+from ..references import InvalidInput, resolve_deployment
 from .output import ProgressReporter
 
+if TYPE_CHECKING:
+    from rich.table import Table
 
-def _operator(obj, command: str, progress=None) -> Operator:
+    from ..operator import Operator
+
+# Heavy modules (the operator and its registry, the codec's converters, rich's tables) are
+# imported inside the commands that use them: read commands start in a fraction of the time.
+
+
+def _table(*columns: str) -> "Table":
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _operator(obj, command: str, progress=None) -> "Operator":
+    from ..operator import Operator
+
     return Operator(obj.store(), obj.registry(), actor=obj.actor, command=command, progress=progress)
 
 
@@ -54,6 +69,8 @@ def _check_listen(value: str | None) -> str | None:
 
 
 def _revision_json(revision) -> dict[str, Any]:
+    from .. import codec
+
     return codec.unstructure(revision)
 
 
@@ -113,9 +130,7 @@ def register(cli: click.Group) -> None:
                 console.print("no environments; create one with `greentic-deployer env init ENV --deployer PATH`",
                               markup=False)
                 return
-            table = Table(box=None, pad_edge=False)
-            for col in ("ENV", "NAME", "DEPLOYER", "DEPLOYMENTS", "REVISIONS", "GENERATION"):
-                table.add_column(col)
+            table = _table(*("ENV", "NAME", "DEPLOYER", "DEPLOYMENTS", "REVISIONS", "GENERATION"))
             for r in rows:
                 if r.get("error"):
                     table.add_row(r["environment_id"], "INVALID", r["error"], "-", "-", "-")
@@ -131,6 +146,8 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def env_show(obj, env_id) -> None:
         """Show an environment document (answers are never shown)."""
+        from .. import codec
+
         env = obj.store().load(env_id)
         doc = codec.unstructure(env)
         obj.out.result({"ok": True, "environment": doc},
@@ -142,6 +159,8 @@ def register(cli: click.Group) -> None:
     def env_doctor(obj, env_id) -> None:
         """Check plugin, version pin, answers, runtime config and the provider's preflight."""
         checks = _operator(obj, _command_line()).doctor(env_id)
+        from ..outcomes import CheckStatus
+
         failed = [c for c in checks if c.status == CheckStatus.FAIL]
         data = {"ok": not failed, **({"kind": "check_failed",
                                       "message": f"{len(failed)} check(s) failed: "
@@ -150,9 +169,7 @@ def register(cli: click.Group) -> None:
                                               for c in checks]}
 
         def human(console) -> None:
-            table = Table(box=None, pad_edge=False)
-            for col in ("CHECK", "STATUS", "MESSAGE"):
-                table.add_column(col)
+            table = _table(*("CHECK", "STATUS", "MESSAGE"))
             for c in checks:
                 table.add_row(c.name, c.status.value, c.message)
             console.print(table)
@@ -210,7 +227,8 @@ def register(cli: click.Group) -> None:
         data = {
             "ok": True,
             "revisions": {k: {"present": v.present, "serving": v.serving, "ready_replicas": v.ready_replicas,
-                              "desired_replicas": v.desired_replicas, "detail": v.detail}
+                              "desired_replicas": v.desired_replicas, "detail": v.detail,
+                              **({"restarts": dict(v.restarts)} if v.restarts is not None else {})}
                           for k, v in observation.revisions.items()},
             "deployments": {k: {"weights": dict(v.weights), "generation": v.generation, "detail": v.detail}
                             for k, v in observation.deployments.items()},
@@ -269,9 +287,7 @@ def register(cli: click.Group) -> None:
                          "split": {e.revision_id: e.weight_bps for e in split.entries} if split else None})
 
         def human(console) -> None:
-            table = Table(box=None, pad_edge=False)
-            for col in ("DEPLOYMENT", "BUNDLE", "STATUS", "ROUTES", "REVISIONS", "SPLIT"):
-                table.add_column(col)
+            table = _table(*("DEPLOYMENT", "BUNDLE", "STATUS", "ROUTES", "REVISIONS", "SPLIT"))
             for r in rows:
                 routes = ",".join(r["hosts"] + r["path_prefixes"]) or "*"
                 split = " ".join(f"{k[:10]}={v}" for k, v in (r["split"] or {}).items()) or "-"
@@ -322,6 +338,8 @@ def register(cli: click.Group) -> None:
                 raise InvalidInput(f"--command cannot be parsed: {exc}") from None
             if not argv:
                 raise InvalidInput("--command is empty")
+        from ..spec import Workload
+
         workload = Workload(image=image, command=argv, env=variables, port=port, health_path=health_path,
                             replicas=replicas, working_dir=workdir)
         with ProgressReporter(obj.out, "staging") as progress:
@@ -376,9 +394,7 @@ def register(cli: click.Group) -> None:
                 for r in env.revisions if dep is None or r.deployment_id == dep]
 
         def human(console) -> None:
-            table = Table(box=None, pad_edge=False)
-            for col in ("REVISION", "DEPLOYMENT", "BUNDLE", "SEQ", "LIFECYCLE", "WEIGHT"):
-                table.add_column(col)
+            table = _table(*("REVISION", "DEPLOYMENT", "BUNDLE", "SEQ", "LIFECYCLE", "WEIGHT"))
             for r in rows:
                 w = r["weight_bps"]
                 table.add_row(r["revision_id"], r["deployment_id"], r["bundle_id"], str(r["sequence"]),
@@ -394,7 +410,7 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def revision_show(obj, env_id, revision_ref, deployment_ref) -> None:
         """Show one revision document (REVISION: id, unique prefix or `latest`)."""
-        from ..operator import resolve_revision
+        from ..references import resolve_revision
 
         env = obj.store().load(env_id)
         dep = resolve_deployment(env, deployment_ref) if deployment_ref else None
@@ -421,6 +437,8 @@ def register(cli: click.Group) -> None:
         return human
 
     def _split_json(change) -> dict[str, Any]:
+        from .. import codec
+
         return {"ok": True, "changed": change.changed, "record_only": change.record_only,
                 "split": codec.unstructure(change.split), "generation": change.generation,
                 "provider": dict(change.outcome)}
@@ -469,6 +487,7 @@ def register(cli: click.Group) -> None:
             if not splits:
                 raise NoSplit(f"deployment {dep} has no traffic split yet",
                               hint=f"set one with `greentic-deployer traffic set {env_id} {dep} REV=10000`")
+        from .. import codec
         from ..traffic import split_history
 
         rows = [{"deployment_id": s.deployment_id, "bundle_id": s.bundle_id, "generation": s.generation,

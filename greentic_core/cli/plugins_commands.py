@@ -6,8 +6,6 @@ import json
 
 import click
 
-from ..registry import OK
-
 NO_PLUGINS_HINT = (
     "no deployer plugins are installed; install one, e.g. `greentic-deployer plugins install local-process` "
     "(or k8s, aws; it runs `pip install greentic-deployer-local-process` in this environment)"
@@ -59,7 +57,7 @@ def register(cli: click.Group) -> None:
                 table.add_column(column)
             for r in records:
                 caps = r.descriptor.capabilities if r.descriptor else None
-                notes = r.reason if r.status != OK else "; ".join(
+                notes = r.reason if r.status != "ok" else "; ".join(
                     r.warnings + ([SCAFFOLD_NOTE] if r.name in scaffolds else []))
                 table.add_row(
                     r.name, r.distribution or "-", r.dist_version or "-",

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import codec, schema
-from ..errors import DecodeError, GreenticError
-from ..projection import materialize_runtime_config
-from ..spec import Environment
-from ..validation import validate_environment
+from ..errors import GreenticError
+
+if TYPE_CHECKING:
+    from ..spec import Environment
+
+#: The documents ``schema NAME`` prints (``schema.DOCUMENTS``; named here so that registering the
+#: command imports neither the schema generator nor the desired-state types).
+SCHEMA_DOCUMENTS = ("bundle-deployment", "deploy", "environment", "revision", "runtime-config", "traffic-split")
 
 
-def load_env_file(path: Path) -> Environment:
+def load_env_file(path: Path) -> "Environment":
+    from .. import codec
+    from ..errors import DecodeError
+    from ..validation import validate_environment
+
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -28,7 +36,7 @@ def load_env_file(path: Path) -> Environment:
     return env
 
 
-def env_summary(env: Environment) -> dict:
+def env_summary(env: "Environment") -> dict:
     return {
         "environment_id": env.environment_id,
         "deployments": len(env.bundles),
@@ -51,6 +59,8 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def validate(obj, env_id: str | None, file: Path | None) -> None:
         """Check an environment against every rule of the spec (exit 0 when valid)."""
+        from ..validation import validate_environment
+
         if (env_id is None) == (file is None):
             raise click.UsageError("give either ENV or --file PATH")
         env = load_env_file(file) if file is not None else obj.store().load(env_id)
@@ -68,15 +78,20 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def runtime_config(obj, env_id: str | None, file: Path | None) -> None:
         """Print the runtime-config projection (greentic.runtime-config.v1) as JSON."""
+        from .. import codec
+        from ..projection import materialize_runtime_config
+
         if (env_id is None) == (file is None):
             raise click.UsageError("give either ENV or --file PATH")
         env = load_env_file(file) if file is not None else obj.store().load(env_id)
         click.echo(codec.dumps(materialize_runtime_config(env)), nl=False)
 
     @cli.command("schema")
-    @click.argument("name", type=click.Choice(sorted(schema.DOCUMENTS)))
+    @click.argument("name", type=click.Choice(SCHEMA_DOCUMENTS))
     def schema_command(name: str) -> None:
         """Print the JSON Schema of a document (generated from the spec types)."""
         import json
+
+        from .. import schema
 
         click.echo(json.dumps(schema.json_schema(name), indent=2))

@@ -1,0 +1,114 @@
+"""Start-up guard: read commands never import the machinery they do not use.
+
+Each command runs in a fresh interpreter through the real entry point; at exit the interpreter
+reports ``sys.modules``. A module named here costs start-up time on every call (the figures are
+in ``benchmarks/cli.py`` and docs/performance.md); this checks which modules were *not*
+imported, never how long anything took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import recording_plugin
+
+PROBE = """
+import atexit, json, sys
+atexit.register(lambda: sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n"))
+sys.argv[0] = "greentic-deployer"
+from greentic_core.cli import main
+main()
+"""
+
+#: Never needed to read or list anything: desired state, schemas, rollouts, the operator and the
+#: plugin machinery, answer validation, YAML.
+NEVER_ON_READ = ("greentic_core.desired", "greentic_core.schema", "greentic_core.rollout", "greentic_core.plan",
+                 "greentic_core.apply", "greentic_core.operator", "greentic_core.lifecycle", "jsonschema", "yaml")
+#: Loading plugins: only commands that call a provider or list plugins need these.
+PLUGIN_MACHINERY = ("pluggy", "packaging", "greentic_core.registry", "greentic_core.contract",
+                    "greentic_core.hookspecs", "greentic_core.outcomes")
+#: Decoding a document (the cattrs converters) and rich's rendering.
+DECODING = ("cattrs", "greentic_core.validation")
+RICH = ("rich",)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A store with environment ``dev``: one deployment, two revisions, a split (record-only)."""
+    root = tmp_path_factory.mktemp("startup")
+    site = recording_plugin.install(root / "site")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENTIC_")}
+    env.update(GREENTIC_HOME=str(root / "home"), GREENTIC_CACHE_DIR=str(root / "cache"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])))
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "greentic_core", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    run("env", "init", "dev", "--deployer", recording_plugin.NAME)
+    run("deployment", "add", "dev", "shop")
+    first = run("revision", "stage", "dev", "shop", "--record-only")
+    run("revision", "warm", "dev", first, "--record-only")
+    run("traffic", "set", "dev", "shop", f"{first}=10000", "--record-only")
+    run("revision", "stage", "dev", "shop", "--record-only")
+    return root, env
+
+
+def imported(env: dict[str, str], *args: str) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES "))
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (or their submodules) were imported."""
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
+
+
+READ_COMMANDS = [
+    ("env", "list"),
+    ("env", "show", "dev"),
+    ("revision", "list", "dev"),
+    ("revision", "show", "dev", "latest"),
+    ("traffic", "show", "dev"),
+]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_read_command_imports_neither_the_operator_nor_the_plugin_machinery(home, command):
+    modules = imported(home[1], *command)
+    assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY) == []
+    assert "greentic_core.spec" in modules  # the probe really ran the command
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_read_command_with_json_does_not_import_rich(home, command):
+    modules = imported(home[1], "--json", *command)
+    assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY + RICH) == []
+
+
+def test_version_imports_no_document_or_plugin_code(home):
+    modules = imported(home[1], "--version")
+    assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY + DECODING + RICH + ("greentic_core.spec",)) == []
+
+
+def test_help_lists_every_command_without_importing_their_machinery(home):
+    imported(home[1], "--help")  # the first run fills the discovery cache of this sys.path
+    modules = imported(home[1], "--help")
+    assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY + DECODING + RICH + ("importlib.metadata",)) == []
+    assert "greentic_core.cli.operator_commands" in modules and "greentic_core.cli.rollout_commands" in modules
+
+
+def test_plugins_list_does_not_decode_documents_or_run_the_operator(home):
+    modules = imported(home[1], "--json", "plugins", "list")
+    assert loaded(modules, NEVER_ON_READ + ("cattrs", "rich")) == []
+    assert "greentic_core.registry" in modules
