@@ -53,6 +53,8 @@ class PostgresStore(LeasedStore):
         self._local = threading.local()
         self._connections: list[psycopg.Connection] = []
         self._lock = threading.Lock()
+        self._renew_lock = threading.Lock()
+        self._renew_conn: psycopg.Connection | None = None
         self._schema_checked = False
 
     @property
@@ -194,9 +196,10 @@ class PostgresStore(LeasedStore):
 
     def _read(self, env_id: str) -> Stored | None:
         with self._errors("read environment from"):
-            row = self._db().execute("SELECT document, generation FROM greentic_environments WHERE env_id = %s",
-                                     (env_id,)).fetchone()
-        return None if row is None else Stored(row[0].encode("utf-8"), int(row[1]), int(row[1]))
+            # the bytes as stored (convert_to): no detour through a Python str of a large document
+            row = self._db().execute("SELECT convert_to(document, 'UTF8'), generation FROM greentic_environments "
+                                     "WHERE env_id = %s", (env_id,)).fetchone()
+        return None if row is None else Stored(bytes(row[0]), int(row[1]), int(row[1]))
 
     def _insert(self, env_id: str, data: bytes, generation: int, runtime_config: bytes | None,
                 record: dict[str, Any]) -> None:
@@ -290,8 +293,15 @@ class PostgresStore(LeasedStore):
         return None if row is None else _lease(row)
 
     def _renew(self, lease: LeaseInfo, ttl: float) -> bool:
-        with self._errors("renew the lease in"):
-            return bool(self._db().execute(
+        """Called from the renewal thread: one side connection serves every renewal of this
+        store (a connection per renewal thread would pile up in a long-running process)."""
+        with self._renew_lock, self._errors("renew the lease in"):
+            if self._renew_conn is None or self._renew_conn.closed:
+                self._renew_conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                                   application_name="greentic-deployer")
+                with self._lock:
+                    self._connections.append(self._renew_conn)
+            return bool(self._renew_conn.execute(
                 "UPDATE greentic_leases SET expires = clock_timestamp() + make_interval(secs => %s) "
                 "WHERE env_id = %s AND token = %s", (ttl, lease.env_id, lease.token)).rowcount)
 
