@@ -115,18 +115,83 @@ def _default_actor() -> str:
         return os.environ.get("USER", "unknown")
 
 
+#: Global options also accepted after a command name (``plugins list --json``), as gh, kubectl
+#: and docker take them. Same meaning wherever they stand; given twice, the later one wins.
+GLOBAL_AFTER = ("home", "store_url", "lock_ttl", "lock_timeout", "json_mode", "debug", "actor")
+
+
+def _apply_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Callback of a global option given after the command: update the shared CliContext
+    (created by the root group before any subcommand's arguments are parsed)."""
+    if value is None or value is False or ctx.resilient_parsing:
+        return
+    obj = ctx.find_object(CliContext)
+    if obj is None:
+        return
+    if param.name == "json_mode":
+        obj.json_mode = True
+        obj.out = Output(json_mode=True)
+    elif param.name == "store_url":
+        obj.store_url = value or None
+    else:
+        setattr(obj, param.name, value)
+
+
+def _global_options_after() -> list[click.Option]:
+    """Hidden copies of the root's global options (no environment variable: the root already
+    read it), so the command's own help stays short; ``--help`` of the root lists them."""
+    copies = []
+    for param in cli.params:
+        if isinstance(param, click.Option) and param.name in GLOBAL_AFTER:
+            copies.append(click.Option([*param.opts, param.name], type=None if param.is_flag else param.type,
+                                       is_flag=param.is_flag, default=None, metavar=param.metavar, hidden=True,
+                                       expose_value=False, callback=_apply_global))
+    return copies
+
+
+def _json_in(args: list[str]) -> bool:
+    """Whether ``--json`` is among the options (anywhere before a ``--``)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
 class GreenticCommand(click.Command):
     """A command whose usage errors always carry their context, so click prints them in the
     documented format (``Usage:`` line, hint, ``Error:`` line). click's option parser raises some
-    (``--help=``, ``--flag=value``) without one, and those printed a bare ``Error:`` line."""
+    (``--help=``, ``--flag=value``) without one, and those printed a bare ``Error:`` line.
+    It also takes the global options after its name (see :data:`GLOBAL_AFTER`)."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return [*super().get_params(ctx), *_global_options_after()]
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text("Global options (--json, --home, --store, --lock-ttl, --lock-timeout, --debug, "
+                             "--actor) may also follow the command; see `greentic-deployer --help`.")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
             if exc.ctx is None:
                 exc.ctx = ctx
+            _json_after_failed_parse(ctx, given)
             raise
+
+
+def _json_after_failed_parse(ctx: click.Context, given: list[str]) -> None:
+    """A usage error raised before ``--json`` (given after the command) was parsed: still report it
+    as JSON."""
+    obj = ctx.find_object(CliContext)
+    if obj is not None and not obj.json_mode and _json_in(given):
+        obj.json_mode = True
+        obj.out = Output(json_mode=True)
 
 
 class GreenticGroup(click.Group):
@@ -134,6 +199,10 @@ class GreenticGroup(click.Group):
 
     command_class = GreenticCommand
     group_class = type  # subgroups (`env`, `revision`, ...) are GreenticGroups too
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        return params if self is cli else [*params, *_global_options_after()]
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = list(args)  # click's parser consumes ``args``
@@ -147,27 +216,17 @@ class GreenticGroup(click.Group):
         except click.ClickException as exc:
             if isinstance(exc, click.UsageError) and exc.ctx is None:
                 exc.ctx = ctx
+            if ctx.parent is not None:
+                _json_after_failed_parse(ctx, given)
+                raise
             # A bad global option fails here, before `invoke`: with --json, still one JSON document.
-            if ctx.parent is not None or not self._json_option_given(given):
+            if not _json_in(given):
                 raise
             ctx.params["json_mode"] = True
             message = exc.format_message()
             _report(ctx, "usage", message, "see --help",
                     {"kind": "usage", "error": type(exc).__name__, "message": message}, None)
             ctx.exit(exc.exit_code)
-
-    def _json_option_given(self, args: list[str]) -> bool:
-        """Whether ``--json`` is among the global options (before the command name)."""
-        takes_value = {o for p in self.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
-        index = 0
-        while index < len(args):
-            arg = args[index]
-            if arg == "--json":
-                return True
-            if arg == "--" or not arg.startswith("-"):
-                return False
-            index += 2 if arg in takes_value else 1
-        return False
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -182,6 +241,7 @@ class GreenticGroup(click.Group):
         except click.ClickException as exc:  # usage errors: JSON too when --json was given
             if not _json_requested(ctx):
                 raise
+            _json_after_failed_parse(ctx, ctx.meta.get("greentic.argv") or [])
             message = exc.format_message()
             _report(ctx, "usage", message, "see --help",
                     {"kind": "usage", "error": type(exc).__name__, "message": message}, None)
@@ -214,10 +274,13 @@ class GreenticGroup(click.Group):
 
 
 def _json_requested(ctx: click.Context) -> bool:
+    """``--json`` given, before or after the command (an error raised before click parsed the
+    options after it, e.g. an unknown command name, still sees it in the command line)."""
     obj = ctx.find_object(CliContext)
-    if obj is not None:
-        return obj.json_mode
-    return bool(ctx.find_root().params.get("json_mode"))
+    root = ctx.find_root()
+    if (obj.json_mode if obj is not None else root.params.get("json_mode")):
+        return True
+    return _json_in(root.meta.get("greentic.argv") or [])
 
 
 def _one_line(text: str | None) -> str | None:

@@ -31,6 +31,13 @@ CLICK_USAGE_ERRORS = ("UsageError", "MissingParameter", "NoSuchCommand", "BadPar
                       "BadOptionUsage", "NoSuchOption")
 
 
+def json_given(args: Any, json_mode: bool) -> bool:
+    """Whether the CLI answers in JSON: ``--json`` given by the harness, or anywhere in the
+    arguments before a ``--`` (global options may follow the command)."""
+    words = [str(a) for a in args]
+    return json_mode or "--json" in (words[:words.index("--")] if "--" in words else words)
+
+
 def check_error_output(result: Result | subprocess.CompletedProcess, *, json_mode: bool) -> None:
     """A failed command said so in one line (plus a hint, or click's usage lines), no traceback."""
     stdout = result.stdout
@@ -109,7 +116,7 @@ class Cli:
                 f"{' '.join(map(str, args))}: exit {result.exit_code}, expected {code}\n"
                 f"stdout: {result.stdout}\nstderr: {result.stderr}")
         if result.exit_code != 0 and "--debug" not in args:  # --debug prints the traceback on purpose
-            check_error_output(result, json_mode=json_mode)
+            check_error_output(result, json_mode=json_given(args, json_mode))
         return result
 
     def json(self, *args: Any, code: int = 0, **kwargs: Any) -> dict[str, Any]:
@@ -125,7 +132,7 @@ class Cli:
         took = time.monotonic() - started
         self.outputs.append(proc.stdout + proc.stderr)
         if proc.returncode != 0 and "--debug" not in args:
-            check_error_output(proc, json_mode=json_mode)
+            check_error_output(proc, json_mode=json_given(args, json_mode))
         return proc, took
 
     # -- faults --------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from greentic_core import codec
 from greentic_core.errors import GreenticError
 from greentic_core.store import Store
 from greentic_core.validation import validate_environment
-from reliability_harness import DOCUMENTED_EXIT_CODES, Cli, check_error_output
+from reliability_harness import DOCUMENTED_EXIT_CODES, Cli, check_error_output, json_given
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BASES = [
@@ -421,7 +421,7 @@ def test_hostile_cli_arguments(cli: Cli, arg_store: dict[str, str], monkeypatch:
         shown = [a[:40] for a in argv]
         assert result.exit_code in DOCUMENTED_EXIT_CODES - {130}, (shown, result.exit_code, result.output[-800:])
         if result.exit_code != 0:
-            check_error_output(result, json_mode=json_mode)
+            check_error_output(result, json_mode=json_given(argv, json_mode))
             assert cli.env_bytes() == env_before, f"{shown} was refused but changed environment.json"
             assert cli.config_bytes() == config_before, f"{shown} was refused but changed runtime-config.json"
             assert set(os.listdir(cli.home / "environments")) == envs_before, shown
