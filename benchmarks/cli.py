@@ -12,7 +12,8 @@ the baseline's median from the same run.
 
 Goals: read commands at most 3x the baseline; the core's own work in a mutating command (its
 ``--record-only`` form: no provider call) at most 4x; ``traffic set`` on local-process (two
-warm revisions behind the router, the split really applied) at most 0.35 s.
+warm revisions behind the router, the split really applied) at most 0.35 s; a shell completion
+(the console script answering bash's request, as the installed script calls it) under 0.15 s.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent / "greentic-deployer"
 PLUGIN = "greentic.deployer.local-process"
-READ_GOAL, MUTATE_GOAL, TRAFFIC_SET_GOAL_S = 3.0, 4.0, 0.35
+READ_GOAL, MUTATE_GOAL, TRAFFIC_SET_GOAL_S, COMPLETION_GOAL_S = 3.0, 4.0, 0.35, 0.15
 
 
 def _run(argv: list[str], env: dict[str, str]) -> str:
@@ -39,6 +40,11 @@ def _run(argv: list[str], env: dict[str, str]) -> str:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
+
+
+def _completion(g: list[str], words: str, cword: int) -> tuple[list[str], dict[str, str]]:
+    """What bash's completion function runs: the console script with the completion variables."""
+    return g, {"COMP_WORDS": words, "COMP_CWORD": str(cword), "_GREENTIC_DEPLOYER_COMPLETE": "bash_complete"}
 
 
 def _timed(argv: list[str], env: dict[str, str]) -> float:
@@ -103,12 +109,21 @@ def measure(runs: int) -> dict:
         "revision stage --record-only": ("mutate", g + ["revision", "stage", "rec", "hello", "--record-only",
                                                         "--command", app]),
         "traffic set (local-process)": ("live", traffic_set("set", "dev", v1, v2)),
+        "complete: command name": ("complete", _completion(g, "greentic-deployer rev", 1)),
+        "complete: environment": ("complete", _completion(g, "greentic-deployer revision list ", 3)),
+        "complete: revision prefix": ("complete", _completion(g, f"greentic-deployer revision show dev {v1[:4]}", 4)),
+        "complete: deployment": ("complete", _completion(g, "greentic-deployer traffic set dev ", 4)),
+        "complete: plugin name": ("complete", _completion(g, "greentic-deployer plugins show ", 3)),
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     try:
         for round_ in range(runs + 1):  # round 0 warms caches and is not counted
             for name, (_, argv) in commands.items():
-                took = _timed(argv() if callable(argv) else argv, env)
+                argv = argv() if callable(argv) else argv
+                extra: dict[str, str] = {}
+                if isinstance(argv, tuple):
+                    argv, extra = argv
+                took = _timed(argv, {**env, **extra})
                 if round_:
                     times[name].append(took)
     finally:
@@ -123,6 +138,8 @@ def measure(runs: int) -> dict:
             goal, ok = f"<= {MUTATE_GOAL:g}x", median / base <= MUTATE_GOAL
         elif kind == "live":
             goal, ok = f"<= {TRAFFIC_SET_GOAL_S:g} s", median <= TRAFFIC_SET_GOAL_S
+        elif kind == "complete":
+            goal, ok = f"< {COMPLETION_GOAL_S:g} s", median < COMPLETION_GOAL_S
         else:
             goal, ok = "", True
         rows.append({"command": name, "kind": kind, "median_ms": median * 1e3, "ratio": median / base,

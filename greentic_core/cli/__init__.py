@@ -123,7 +123,10 @@ GLOBAL_AFTER = ("home", "store_url", "lock_ttl", "lock_timeout", "json_mode", "d
 def _apply_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     """Callback of a global option given after the command: update the shared CliContext
     (created by the root group before any subcommand's arguments are parsed)."""
-    if value is None or value is False or ctx.resilient_parsing:
+    if value is None or value is False:
+        return
+    if ctx.resilient_parsing:  # completing: no CliContext; the completion reads them from here
+        ctx.meta.setdefault("greentic.global", {})[param.name] = value
         return
     obj = ctx.find_object(CliContext)
     if obj is None:
@@ -176,6 +179,10 @@ class GreenticCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = list(args)
+        if ctx.resilient_parsing and args and _takes_value(self, ctx, args[-1]):
+            # Completing that option's value (`revision list dev --deployment <TAB>`): click's
+            # parser would stop at it before reading ENV, which the completion needs.
+            args = args[:-1]
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
@@ -183,6 +190,10 @@ class GreenticCommand(click.Command):
                 exc.ctx = ctx
             _json_after_failed_parse(ctx, given)
             raise
+
+
+def _takes_value(command: click.Command, ctx: click.Context, word: str) -> bool:
+    return any(isinstance(p, click.Option) and not p.is_flag and word in p.opts for p in command.get_params(ctx))
 
 
 def _json_after_failed_parse(ctx: click.Context, given: list[str]) -> None:
@@ -329,7 +340,7 @@ def cli(ctx: click.Context, home: Path | None, store_url: str | None, lock_ttl: 
 
 #: Built-in command modules, in registration order (operator_commands extends spec's `env`).
 _COMMAND_MODULES = ("spec_commands", "plugins_commands", "scaffold_commands", "install_commands", "operator_commands",
-                    "rollout_commands", "store_commands")
+                    "rollout_commands", "store_commands", "completion")
 #: Top-level commands whose module is known, so only that module is imported to run them.
 #: (scaffold_commands and install_commands add `plugins new|install|doctor` to the plugins group.)
 _OPERATOR = ("spec_commands", "operator_commands")  # operator_commands extends spec's `env` group
@@ -337,7 +348,7 @@ _COMMAND_HOME = {"plugins": ("plugins_commands", "scaffold_commands", "install_c
                  "plan": ("rollout_commands",), "apply": ("rollout_commands",), "rollout": ("rollout_commands",),
                  "store": ("spec_commands", "store_commands"), "env": (*_OPERATOR, "store_commands"),
                  "deployment": _OPERATOR, "revision": _OPERATOR, "traffic": _OPERATOR,
-                 "runtime-config": ("spec_commands",), "schema": ("spec_commands",)}
+                 "runtime-config": ("spec_commands",), "schema": ("spec_commands",), "completion": ("completion",)}
 _loaded: dict[str, bool] = {}
 
 

@@ -12,6 +12,7 @@ import click
 
 from ..errors import GreenticError, NoSplit
 from ..references import InvalidInput, resolve_deployment
+from .completion import complete_deployment, complete_env, complete_plugin, complete_revision
 from .output import ProgressReporter
 
 if TYPE_CHECKING:
@@ -89,8 +90,8 @@ def register(cli: click.Group) -> None:
     # ------------------------------------------------------------------ env
 
     @env_group.command("init")
-    @click.argument("env_id")
-    @click.option("--deployer", required=True, metavar="PATH[@VERSION]",
+    @click.argument("env_id")  # a new name: nothing to complete
+    @click.option("--deployer", required=True, metavar="PATH[@VERSION]", shell_complete=complete_plugin,
                   help="Deployer plugin, e.g. greentic.deployer.local-process@0.1.0 (version: the installed one).")
     @click.option("--answers", "answers_file", type=click.Path(dir_okay=False, path_type=Path),
                   help="JSON file with the deployer's answers (its configuration).")
@@ -142,7 +143,7 @@ def register(cli: click.Group) -> None:
         obj.out.result({"ok": True, "environments": rows}, human)
 
     @env_group.command("show")
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.pass_obj
     def env_show(obj, env_id) -> None:
         """Show an environment document (answers are never shown)."""
@@ -154,7 +155,7 @@ def register(cli: click.Group) -> None:
                        lambda c: c.print(json.dumps(doc, indent=2), markup=False))
 
     @env_group.command("doctor")
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.pass_obj
     def env_doctor(obj, env_id) -> None:
         """Check plugin, version pin, answers, runtime config and the provider's preflight."""
@@ -180,7 +181,7 @@ def register(cli: click.Group) -> None:
             sys.exit(1)
 
     @env_group.command("reconcile")
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds to wait for each provider verb.")
     @click.pass_obj
     def env_reconcile(obj, env_id, timeout) -> None:
@@ -192,8 +193,8 @@ def register(cli: click.Group) -> None:
             + (", runtime-config.json rewritten" if report["runtime_config_rewritten"] else ""), markup=False))
 
     @env_group.command("render")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="[DEPLOYMENT]", required=False)
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="[DEPLOYMENT]", required=False, shell_complete=complete_deployment)
     @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True,
                   help="How to print the objects (--json prints one JSON document instead).")
     @click.pass_obj
@@ -219,7 +220,7 @@ def register(cli: click.Group) -> None:
         obj.out.result(data, human)
 
     @env_group.command("observe")
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.pass_obj
     def env_observe(obj, env_id) -> None:
         """Show what the provider really has (revisions present/serving, enforced weights)."""
@@ -236,7 +237,7 @@ def register(cli: click.Group) -> None:
         obj.out.result(data, lambda c: c.print(json.dumps(data, indent=2), markup=False))
 
     @env_group.command("history")
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many events.")
     @click.pass_obj
     def env_history(obj, env_id, limit) -> None:
@@ -260,7 +261,7 @@ def register(cli: click.Group) -> None:
         """Deployments (one per bundle) of an environment."""
 
     @deployment.command("add")
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.argument("bundle_id")
     @click.option("--host", "hosts", multiple=True, help="Host name routed to this deployment (repeatable).")
     @click.option("--path-prefix", "path_prefixes", multiple=True, help="Path prefix routed to it (repeatable).")
@@ -273,7 +274,7 @@ def register(cli: click.Group) -> None:
                        lambda c: c.print(dep.deployment_id, markup=False))
 
     @deployment.command("list")
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.pass_obj
     def deployment_list(obj, env_id) -> None:
         """List deployments with their routes and current split."""
@@ -303,8 +304,8 @@ def register(cli: click.Group) -> None:
         """Revisions: stage, warm, drain, archive, list, show."""
 
     @revision.command("stage")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.option("--image", help="OCI image reference (container providers).")
     @click.option("--command", "command", help="Command line to run (local-process); split like a shell, never run by one.")
     @click.option("--workdir", help="Working directory for --command.")
@@ -353,9 +354,9 @@ def register(cli: click.Group) -> None:
 
     def _lifecycle_verb(name: str, method: str, title: str):
         @revision.command(name)
-        @click.argument("env_id")
-        @click.argument("revision_ref", metavar="REVISION")
-        @click.option("--deployment", "deployment_ref", metavar="DEPLOYMENT",
+        @click.argument("env_id", shell_complete=complete_env)
+        @click.argument("revision_ref", metavar="REVISION", shell_complete=complete_revision)
+        @click.option("--deployment", "deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment,
                       help="Look REVISION up in this deployment (needed for `latest` with several deployments).")
         @click.option("--record-only", is_flag=True, help="Record the transition without calling the provider.")
         @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds to wait for the provider.")
@@ -381,8 +382,8 @@ def register(cli: click.Group) -> None:
     _lifecycle_verb("archive", "archive", "archiving")
 
     @revision.command("list")
-    @click.argument("env_id")
-    @click.option("--deployment", "deployment_ref", help="Only this deployment.")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.option("--deployment", "deployment_ref", help="Only this deployment.", shell_complete=complete_deployment)
     @click.pass_obj
     def revision_list(obj, env_id, deployment_ref) -> None:
         """List revisions (id, deployment, sequence, lifecycle, weight)."""
@@ -404,9 +405,9 @@ def register(cli: click.Group) -> None:
         obj.out.result({"ok": True, "revisions": rows}, human)
 
     @revision.command("show")
-    @click.argument("env_id")
-    @click.argument("revision_ref", metavar="REVISION")
-    @click.option("--deployment", "deployment_ref", metavar="DEPLOYMENT", help="Look REVISION up in this deployment.")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("revision_ref", metavar="REVISION", shell_complete=complete_revision)
+    @click.option("--deployment", "deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment, help="Look REVISION up in this deployment.")
     @click.pass_obj
     def revision_show(obj, env_id, revision_ref, deployment_ref) -> None:
         """Show one revision document (REVISION: id, unique prefix or `latest`)."""
@@ -444,8 +445,8 @@ def register(cli: click.Group) -> None:
                 "provider": dict(change.outcome)}
 
     @traffic_group.command("set")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.argument("weights", metavar="REV=WEIGHT[,REV=WEIGHT...]")
     @click.option("--idempotency-key", help="A retry with the same key and weights is a no-op.")
     @click.option("--record-only", is_flag=True, help="Record without calling the provider.")
@@ -460,8 +461,8 @@ def register(cli: click.Group) -> None:
         obj.out.result(_split_json(change), _split_human(change))
 
     @traffic_group.command("rollback")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True)
     @click.option("--record-only", is_flag=True, help="Record without calling the provider.")
     @click.option("--timeout", type=click.FloatRange(min=0))
@@ -474,8 +475,8 @@ def register(cli: click.Group) -> None:
         obj.out.result(_split_json(change), _split_human(change))
 
     @traffic_group.command("show")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT", required=False)
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", required=False, shell_complete=complete_deployment)
     @click.pass_obj
     def traffic_show(obj, env_id, deployment_ref) -> None:
         """Show the recorded splits (generation, weights, how far back rollback can go)."""

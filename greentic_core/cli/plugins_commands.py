@@ -6,6 +6,8 @@ import json
 
 import click
 
+from .completion import complete_plugin
+
 NO_PLUGINS_HINT = (
     "no deployer plugins are installed; install one, e.g. `greentic-deployer plugins install local-process` "
     "(or k8s, aws; it runs `pip install greentic-deployer-local-process` in this environment)"
@@ -73,7 +75,7 @@ def register(cli: click.Group) -> None:
         obj.out.result(data, human)
 
     @plugins.command("show")
-    @click.argument("name")
+    @click.argument("name", shell_complete=complete_plugin)
     @click.pass_obj
     def show_plugin(obj, name: str) -> None:
         """Show one plugin: status, descriptor, capabilities, hooks and answers schema."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .completion import complete_deployment, complete_desired_file, complete_env
 from .output import ProgressReporter
 
 _SIGN = {"add-deployment": "+", "stage": "+", "warm": "~", "traffic": "~", "drain": "-", "archive": "-"}
@@ -83,12 +84,12 @@ def _print_plan(console, plan, source: str) -> None:
 
 def register(cli: click.Group) -> None:
     file_option = click.option("-f", "--file", "file", required=True,
-                               type=click.Path(dir_okay=False, path_type=Path),
+                               type=click.Path(dir_okay=False, path_type=Path), shell_complete=complete_desired_file,
                                help="The desired-state file (YAML or JSON; `schema deploy` prints its schema).")
 
     @cli.command("plan")
     @file_option
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.pass_obj
     def plan_command(obj, file: Path, env_id: str) -> None:
         """Show the steps that bring ENV to the desired state in FILE (changes nothing)."""
@@ -101,7 +102,7 @@ def register(cli: click.Group) -> None:
 
     @cli.command("apply")
     @file_option
-    @click.argument("env_id")
+    @click.argument("env_id", shell_complete=complete_env)
     @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds each provider call may take.")
     @click.pass_obj
     def apply_command(obj, file: Path, env_id: str, timeout: float | None) -> None:
@@ -173,8 +174,8 @@ def register(cli: click.Group) -> None:
         return human
 
     @rollout_group.command("status")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.pass_obj
     def rollout_status(obj, env_id: str, deployment_ref: str) -> None:
         """Phase, steps passed, analyses and the split now."""
@@ -184,8 +185,8 @@ def register(cli: click.Group) -> None:
         obj.out.result({"ok": True, "rollout": doc}, _state_human(doc))
 
     @rollout_group.command("pause")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.pass_obj
     def rollout_pause(obj, env_id: str, deployment_ref: str) -> None:
         """Hold the rollout at its current step (a running apply stops after its pause)."""
@@ -195,8 +196,8 @@ def register(cli: click.Group) -> None:
         obj.out.result(_state_doc(state), _state_human(state.to_json()))
 
     @rollout_group.command("resume")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.pass_obj
     def rollout_resume(obj, env_id: str, deployment_ref: str) -> None:
         """Let a paused rollout continue (run apply again), or clear an abort to retry the target."""
@@ -207,8 +208,8 @@ def register(cli: click.Group) -> None:
         obj.out.result(_state_doc(state), _state_human(state.to_json()))
 
     @rollout_group.command("abort")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.option("--reason", help="Why (recorded in the rollout state and the audit log).")
     @click.pass_obj
     def rollout_abort(obj, env_id: str, deployment_ref: str, reason: str | None) -> None:
@@ -220,8 +221,8 @@ def register(cli: click.Group) -> None:
         obj.out.result(_state_doc(state), _state_human(state.to_json()))
 
     @rollout_group.command("promote")
-    @click.argument("env_id")
-    @click.argument("deployment_ref", metavar="DEPLOYMENT")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment)
     @click.pass_obj
     def rollout_promote(obj, env_id: str, deployment_ref: str) -> None:
         """Skip the remaining steps and analyses: the target split now."""

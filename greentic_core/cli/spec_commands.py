@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import GreenticError
+from .completion import complete_env
 
 if TYPE_CHECKING:
     from ..spec import Environment
@@ -53,7 +54,7 @@ def register(cli: click.Group) -> None:
             """Environments: create, inspect, validate, check and reconcile."""
 
     @env_group.command("validate")
-    @click.argument("env_id", required=False)
+    @click.argument("env_id", required=False, shell_complete=complete_env)
     @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path),
                   help="Validate this environment.json instead of a stored environment.")
     @click.pass_obj
@@ -72,7 +73,7 @@ def register(cli: click.Group) -> None:
             f"{len(env.revisions)} revisions, {len(env.traffic_splits)} splits)", markup=False))
 
     @cli.command("runtime-config")
-    @click.argument("env_id", required=False)
+    @click.argument("env_id", required=False, shell_complete=complete_env)
     @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path),
                   help="Project this environment.json instead of a stored environment.")
     @click.pass_obj
