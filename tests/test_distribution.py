@@ -52,6 +52,8 @@ DISTRIBUTIONS: dict[str, tuple[Path, str, str | None]] = {
     "greentic-deployer-k8s": (REPO / "plugins" / "k8s", "greentic_k8s", "greentic.deployer.k8s"),
     "greentic-deployer-aws": (REPO / "plugins" / "aws", "greentic_aws", "greentic.deployer.aws-ecs"),
     "greentic-conformance": (REPO / "conformance", "greentic_conformance", None),
+    "greentic-store-postgres": (REPO / "plugins" / "store_postgres", "greentic_store_postgres", None),
+    "greentic-store-s3": (REPO / "plugins" / "store_s3", "greentic_store_s3", None),
 }
 PROVIDERS = {name: ep for name, (_, _, ep) in DISTRIBUTIONS.items() if ep}
 
