@@ -125,6 +125,8 @@ class RevisionObservation:
     ready_replicas: int | None = None
     desired_replicas: int | None = None
     detail: str = ""
+    #: restarts a supervising provider made: ``{"count", "last_exit", "last_restart_at"}``
+    restarts: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)

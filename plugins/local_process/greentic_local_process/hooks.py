@@ -6,6 +6,7 @@ Importing this module imports nothing heavy (no aiohttp): the router runs in its
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from greentic_core import (
@@ -58,28 +59,89 @@ def greentic_stage_revision(env, revision_id, answers, state_dir):
     return StageOutcome(detail={"directory": str(directory), "environment": passed})
 
 
+def _replicas(revision) -> int:
+    return max(1, int(getattr(revision.workload, "replicas", 1) or 1)) if revision.workload else 1
+
+
 @hookimpl
 def greentic_warm_revision(env, revision_id, answers, state_dir, progress, timeout):
-    from . import processes
+    from . import processes, supervision
 
     parsed, root = _root(answers, state_dir)
     revision = env.revision(revision_id)
-    existing = processes.running_record(root, revision_id)
+    replicas = _replicas(revision)
     health_path = revision.workload.health_path if revision.workload else "/healthz"
-    if existing is not None and processes.health_ok(existing.port, health_path):
-        return WarmOutcome(detail={"pid": existing.pid, "port": existing.port, "already_running": True})
-    if existing is not None:  # ours but unhealthy: replace it
-        processes.stop(root, revision_id, parsed.stop_grace_seconds)
-    record = processes.start(root, revision, env.environment_id, log_max_bytes=parsed.log_max_bytes,
-                             pass_env=parsed.pass_env)
+    existing = processes.running_records(root, revision_id, replicas)
+    entry = supervision.desired(root).get("revisions", {}).get(revision_id)
+    if (entry is not None and entry.get("supervise") and len(entry.get("ports", [])) == replicas
+            and all(r is not None and processes.health_ok(r.port, health_path) for r in existing)):
+        first = existing[0]
+        assert first is not None
+        return WarmOutcome(detail={"pid": first.pid, "port": first.port, "replicas": replicas,
+                                   "already_running": True})
+    # (re)start under the supervisor: same ports as before when the replica count is unchanged
+    processes.stop(root, revision_id, parsed.stop_grace_seconds)
+    ports = list(entry["ports"]) if entry is not None and len(entry.get("ports", [])) == replicas else []
+    while len(ports) < replicas:
+        port = processes.free_port()
+        if port not in ports:
+            ports.append(port)
+    spec = processes.desired_spec(root, revision, env.environment_id, ports=ports, log_max_bytes=parsed.log_max_bytes,
+                                  stop_grace_seconds=parsed.stop_grace_seconds, pass_env=parsed.pass_env)
+    spec["warm"] = uuid.uuid4().hex  # each warm starts afresh (the supervisor restarts on a changed spec)
+    started = time.monotonic()
+    budget = timeout if timeout is not None else parsed.warm_timeout_seconds
     try:
-        processes.wait_healthy(root, record, health_path,
-                               timeout=timeout if timeout is not None else parsed.warm_timeout_seconds,
-                               progress=progress)
-    except BaseException:  # timeout, early exit or Ctrl-C: leave nothing running
+        supervision.update(root, lambda want: want["revisions"].__setitem__(revision_id, spec), progress)
+        records = []
+        for index in range(replicas):
+            record = processes.read_record(root, revision_id, index)
+            if record is None:
+                raise ProviderError(f"revision {revision_id} could not be started: "
+                                    f"{(supervision.revision_status(root, revision_id) or {}).get('replicas')}",
+                                    hint="check the revision's command and working directory")
+            processes.wait_healthy(root, record, health_path, progress=progress, timeout=budget,
+                                   deadline=started + budget, index=index)
+            records.append(record)
+        _until_supervised(root, revision_id, progress, deadline=time.monotonic() + 2.0)
+    except BaseException:  # timeout, early exit or Ctrl-C: leave nothing running or supervised
+        _unsupervise(root, revision_id, lambda _message: None)  # (progress may be what raised)
         processes.stop(root, revision_id, min(parsed.stop_grace_seconds, 2.0))
         raise
-    return WarmOutcome(detail={"pid": record.pid, "port": record.port, "already_running": False})
+    return WarmOutcome(detail={"pid": records[0].pid, "port": records[0].port, "replicas": replicas,
+                               "ports": [r.port for r in records], "already_running": False})
+
+
+def _until_supervised(root, revision_id, progress, *, deadline: float) -> None:
+    """Wait (briefly) until the supervisor saw every replica healthy too: from then on a crash
+    or failed health probes restart it (before that, a failure is warm's to report)."""
+    from . import supervision
+
+    while time.monotonic() < deadline:
+        entry = supervision.revision_status(root, revision_id) or {}
+        if entry.get("replicas") and all(r.get("state") == "running" for r in entry["replicas"]):
+            return
+        progress("waiting for the supervisor to see it healthy")
+        time.sleep(0.05)
+
+
+def _unsupervise(root, revision_id, progress, *, remove: bool = True) -> None:
+    """Stop supervising a revision first (drain, archive, a failed warm): the supervisor would
+    otherwise restart what we are about to stop. ``remove``: forget it entirely (its processes
+    are stopped by the supervisor when still running)."""
+    from . import supervision
+
+    entry = supervision.desired(root).get("revisions", {}).get(revision_id)
+    if entry is None:
+        return
+
+    def change(want):
+        if remove:
+            want["revisions"].pop(revision_id, None)
+        else:
+            want["revisions"][revision_id]["supervise"] = False
+
+    supervision.update(root, change, progress, start=False)
 
 
 @hookimpl
@@ -91,7 +153,8 @@ def greentic_drain_revision(env, revision_id, answers, state_dir, progress, time
     budget = float(revision.drain_seconds) if timeout is None else min(float(revision.drain_seconds), timeout)
     started = time.monotonic()
     waited_for = 0
-    if processes.running_record(root, revision_id) is not None:
+    _unsupervise(root, revision_id, progress, remove=False)
+    if any(r is not None for r in processes.running_records(root, revision_id, _replicas(revision))):
         while True:
             status = router_control.status(root)
             in_flight = 0
@@ -104,6 +167,7 @@ def greentic_drain_revision(env, revision_id, answers, state_dir, progress, time
             progress(f"{in_flight} request(s) in flight ({elapsed:.1f}s of {budget:g}s)")
             time.sleep(0.05)
     stopped = processes.stop(root, revision_id, parsed.stop_grace_seconds)
+    _unsupervise(root, revision_id, progress)
     listen = router_control.listen_addr(env, parsed.listen_addr)
     router_control.refresh(root, env, listen, max_body_bytes=parsed.router_max_body_bytes, progress=progress)
     return DrainOutcome(detail={"stopped": stopped, "waited_seconds": round(time.monotonic() - started, 3),
@@ -115,7 +179,9 @@ def greentic_archive_revision(env, revision_id, answers, state_dir, progress):
     from . import processes, router_control
 
     parsed, root = _root(answers, state_dir)
+    _unsupervise(root, revision_id, progress, remove=False)
     stopped = processes.stop(root, revision_id, parsed.stop_grace_seconds)
+    _unsupervise(root, revision_id, progress)
     processes.remove(root, revision_id, keep_logs=parsed.keep_logs)
     if stopped != "not-running":
         listen = router_control.listen_addr(env, parsed.listen_addr)
@@ -130,10 +196,14 @@ def greentic_apply_traffic_split(env, deployment_id, answers, state_dir, progres
     parsed, root = _root(answers, state_dir)
     split = env.split_for(deployment_id)
     for entry in split.entries:
-        if entry.weight_bps > 0 and processes.running_record(root, entry.revision_id) is None:
+        if entry.weight_bps > 0 and not router_control.running_addresses(root, entry.revision_id):
             raise ProviderError(
                 f"revision {entry.revision_id} would get {entry.weight_bps} bps but its process is not running",
                 hint=f"warm it again (`greentic-deployer env reconcile {env.environment_id}`) or give it weight 0")
+    from . import supervision
+
+    if supervision.desired(root).get("generation"):
+        supervision.ensure(root, progress)  # a supervisor that died: the next one adopts what runs
     listen = router_control.listen_addr(env, parsed.listen_addr)
     table = router_control.build_table(env, root, listen, only=deployment_id, previous=router_control.read_table(root))
     status = router_control.apply_table(root, table, max_body_bytes=parsed.router_max_body_bytes, progress=progress,
@@ -146,23 +216,47 @@ def greentic_apply_traffic_split(env, deployment_id, answers, state_dir, progres
     )
 
 
+def _restarts(reported):
+    """Restarts the supervisor made, over all replicas (None when it never supervised it)."""
+    replicas = reported.get("replicas") or []
+    if not replicas:
+        return None
+    latest = max(replicas, key=lambda r: r.get("last_restart_at") or "")
+    return {"count": sum(int(r.get("restarts", 0)) for r in replicas), "last_exit": latest.get("last_exit"),
+            "last_restart_at": latest.get("last_restart_at")}
+
+
 @hookimpl
 def greentic_observe(env, answers, state_dir):
-    from . import processes, router_control
+    from . import processes, router_control, supervision
 
     _, root = _root(answers, state_dir)
     revisions = {}
+    supervised = (supervision.status(root) or {}).get("revisions") or {}
     for revision in env.revisions:
-        record = processes.running_record(root, revision.revision_id)
-        if record is None:
-            revisions[revision.revision_id] = RevisionObservation(
-                revision_id=revision.revision_id, present=False, serving=False, detail="no process")
+        rid = revision.revision_id
+        replicas = _replicas(revision)
+        records = processes.running_records(root, rid, replicas)
+        reported = supervised.get(rid) or {}
+        restarts = _restarts(reported)
+        if reported.get("reason"):  # crash-looping: the supervisor gave up on it
+            revisions[rid] = RevisionObservation(
+                revision_id=rid, present=any(records), serving=False, ready_replicas=0, desired_replicas=replicas,
+                detail=f"unhealthy: {reported['reason']}; {reported.get('log_tail', '')}", restarts=restarts)
+            continue
+        alive = [r for r in records if r is not None]
+        if not alive:
+            revisions[rid] = RevisionObservation(revision_id=rid, present=False, serving=False, detail="no process",
+                                                 restarts=restarts)
             continue
         path = revision.workload.health_path if revision.workload else "/healthz"
-        healthy = processes.health_ok(record.port, path)
-        revisions[revision.revision_id] = RevisionObservation(
-            revision_id=revision.revision_id, present=True, serving=healthy, ready_replicas=1 if healthy else 0,
-            desired_replicas=1, detail=f"pid {record.pid} port {record.port}")
+        ready = sum(1 for r in alive if processes.health_ok(r.port, path))
+        detail = ", ".join(f"pid {r.pid} port {r.port}" for r in alive)
+        if restarts and restarts["count"]:
+            detail += f"; {restarts['count']} restart(s), last exit {restarts['last_exit']} at {restarts['last_restart_at']}"
+        revisions[rid] = RevisionObservation(
+            revision_id=rid, present=True, serving=ready > 0, ready_replicas=ready, desired_replicas=replicas,
+            detail=detail, restarts=restarts)
     deployments = {}
     status = router_control.status(root)
     if status is not None:

@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 
@@ -59,25 +59,58 @@ def revision_dir(root: Path, revision_id: str) -> Path:
     return root / "revisions" / revision_id
 
 
-def read_record(root: Path, revision_id: str) -> ProcessRecord | None:
+def record_name(index: int) -> str:
+    """The process file of a replica: ``process.json`` for the first, ``process-I.json`` after."""
+    return "process.json" if index == 0 else f"process-{index}.json"
+
+
+def log_name(stream: str, index: int) -> str:
+    """``stdout.log`` / ``stderr.log`` for the first replica, ``stdout-I.log`` after."""
+    return f"{stream}.log" if index == 0 else f"{stream}-{index}.log"
+
+
+def read_record(root: Path, revision_id: str, index: int = 0) -> ProcessRecord | None:
     try:
         directory = files.existing_private_dir(root, "revisions", revision_id)
         if directory is None:
             return None
-        data = json.loads(files.read_text(directory / "process.json"))
+        data = json.loads(files.read_text(directory / record_name(index)))
         data["argv"] = tuple(data["argv"])
         return ProcessRecord(**data)
     except (OSError, ValueError, TypeError, KeyError):
         return None
 
 
-def _write_record(root: Path, record: ProcessRecord) -> None:
+def _write_record(root: Path, record: ProcessRecord, index: int = 0) -> None:
     from greentic_core.store import atomic_write
 
     payload = attrs.asdict(record)
     payload["argv"] = list(record.argv)
     directory = files.private_dir(root, "revisions", record.revision_id)
-    atomic_write(directory / "process.json", json.dumps(payload, indent=2).encode())
+    atomic_write(directory / record_name(index), json.dumps(payload, indent=2).encode())
+
+
+def forget(root: Path, revision_id: str, index: int) -> None:
+    """Remove a replica's process file (its process is gone)."""
+    directory = files.existing_private_dir(root, "revisions", revision_id)
+    if directory is not None:
+        try:
+            os.unlink(directory / record_name(index))
+        except FileNotFoundError:
+            pass
+
+
+def running_records(root: Path, revision_id: str, replicas: int) -> list[ProcessRecord | None]:
+    """Each replica's record when its process is alive and ours, else None."""
+    found: list[ProcessRecord | None] = []
+    for index in range(replicas):
+        record = read_record(root, revision_id, index)
+        if record is not None:
+            procinfo.reap(record.pid)
+            if not procinfo.is_ours(record.pid, record.start_time):
+                record = None
+        found.append(record)
+    return found
 
 
 def running_record(root: Path, revision_id: str) -> ProcessRecord | None:
@@ -103,9 +136,9 @@ def health_ok(port: int, path: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def log_tail(root: Path, revision_id: str, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(root: Path, revision_id: str, lines: int = LOG_TAIL_LINES, index: int = 0) -> str:
     parts = []
-    for name in ("stderr.log", "stdout.log"):
+    for name in (log_name("stderr", index), log_name("stdout", index)):
         try:
             text = files.read_text(revision_dir(root, revision_id) / name)
         except OSError:
@@ -193,64 +226,94 @@ def open_log(path: Path):
 
 def _rotate(path: Path, max_bytes: int) -> None:
     try:
-        if path.stat().st_size > max_bytes:
+        if os.lstat(path).st_size > max_bytes:
             os.replace(path, path.with_name(path.name + ".1"))
     except FileNotFoundError:
         pass
 
 
-def start(root: Path, revision: Revision, env_id: str, *, log_max_bytes: int,
-          pass_env: tuple[str, ...] = DEFAULT_PASS_ENV) -> ProcessRecord:
-    """Start the revision's command as its own session (detached from the CLI), logs to files."""
-    directory = prepare(root, revision, pass_env)
-    assert revision.workload is not None and revision.workload.command
-    port = free_port()
+def rotate_running(root: Path, revision_id: str, name: str, max_bytes: int) -> bool:
+    """Rotate the log of a running process by copy-and-truncate: the process keeps writing
+    (``O_APPEND``) to the same file, now empty; the old content is ``NAME.1``. Lines written
+    between the copy and the truncate are lost (a few at most). True when it rotated."""
+    directory = files.existing_private_dir(root, "revisions", revision_id)
+    if directory is None:
+        return False
+    path = directory / name
+    try:
+        if os.lstat(path).st_size <= max_bytes:
+            return False
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        old = directory / f"{name}.1"
+        tmp = directory / f".{name}.1.tmp"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                os.write(out, chunk)
+        finally:
+            os.close(out)
+        os.replace(tmp, old)
+        os.ftruncate(fd, 0)
+        return True
+    finally:
+        os.close(fd)
+
+
+def spawn(root: Path, revision_id: str, index: int, *, argv: list[str], cwd: str | None, env: dict[str, str],
+          port: int, log_max_bytes: int) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
+    """Start one replica (the supervisor calls this: it becomes the process's parent), its logs
+    appended to files (rotated first when over ``log_max_bytes``), its record written."""
+    directory = files.private_dir(root, "revisions", revision_id)
+    if log_max_bytes:
+        for stream in ("stdout", "stderr"):
+            _rotate(directory / log_name(stream, index), log_max_bytes)
+    with open_log(directory / log_name("stdout", index)) as out, open_log(directory / log_name("stderr", index)) as err:
+        proc = subprocess.Popen(list(argv), cwd=cwd or None, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True, close_fds=True)  # no shell
+    started = procinfo.start_time(proc.pid) or ""
+    record = ProcessRecord(revision_id=revision_id, pid=proc.pid, start_time=started, port=port, argv=tuple(argv),
+                           started_at=time.time())
+    _write_record(root, record, index)
+    return proc, record
+
+def desired_spec(root: Path, revision: Revision, env_id: str, *, ports: list[int], log_max_bytes: int,
+                 stop_grace_seconds: float, pass_env: tuple[str, ...] = DEFAULT_PASS_ENV) -> dict[str, Any]:
+    """What the supervisor needs to run the revision's replicas (one per port): argv (no
+    shell), working directory, the explicit environment (recorded ``pass_env`` variables, then
+    ``workload.env``, then who it is; the supervisor adds ``PORT``), health path, log limit."""
+    prepare(root, revision, pass_env)
+    workload = revision.workload
+    assert workload is not None and workload.command
     child_env = recorded_environment(root, revision.revision_id)
-    child_env.update(revision.workload.env)
+    child_env.update(workload.env)
     child_env.update({
-        "PORT": str(port),
         "GREENTIC_REVISION_ID": revision.revision_id,
         "GREENTIC_DEPLOYMENT_ID": revision.deployment_id,
         "GREENTIC_BUNDLE_ID": revision.bundle_id,
         "GREENTIC_ENV_ID": env_id,
     })
-    for name in ("stdout.log", "stderr.log"):
-        _rotate(directory / name, log_max_bytes)
-    argv = tuple(revision.workload.command)
-    with open_log(directory / "stdout.log") as out, open_log(directory / "stderr.log") as err:
-        try:
-            proc = subprocess.Popen(  # no shell: argv is executed directly
-                list(argv), cwd=revision.workload.working_dir or None, env=child_env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, close_fds=True,
-            )
-        except OSError as exc:
-            raise ProviderError(f"cannot start revision {revision.revision_id}: {exc}",
-                                hint="check the revision's command and working directory") from exc
-    started = procinfo.start_time(proc.pid)
-    if started is None:  # exited immediately
-        proc.wait()
-        raise ProviderError(
-            f"revision {revision.revision_id} exited at start (code {proc.returncode}): "
-            f"{log_tail(root, revision.revision_id)}",
-            hint="fix the command; its logs are in " + str(directory))
-    record = ProcessRecord(revision_id=revision.revision_id, pid=proc.pid, start_time=started, port=port,
-                           argv=argv, started_at=time.time())
-    _write_record(root, record)
-    return record
+    return {"argv": list(workload.command), "cwd": workload.working_dir or None, "env": child_env,
+            "ports": list(ports), "health_path": workload.health_path or "/healthz",
+            "log_max_bytes": log_max_bytes, "stop_grace_seconds": stop_grace_seconds, "supervise": True}
 
 
 def wait_healthy(root: Path, record: ProcessRecord, health_path: str, *, timeout: float,
-                 progress: Progress) -> None:
-    """Poll the health path until 2xx; on exit or timeout raise (the caller stops the process)."""
+                 progress: Progress, index: int = 0, deadline: float | None = None) -> None:
+    """Poll the health path until 2xx; on exit or timeout raise (the caller stops the process).
+
+    ``deadline`` (monotonic): when several replicas share one ``timeout`` budget."""
     started = time.monotonic()
-    deadline = started + timeout
+    deadline = started + timeout if deadline is None else deadline
     delay = 0.05
     while True:
         procinfo.reap(record.pid)
         if not procinfo.is_ours(record.pid, record.start_time):
             raise ProviderError(
                 f"revision {record.revision_id} exited before it became healthy: "
-                f"{log_tail(root, record.revision_id)}",
+                f"{log_tail(root, record.revision_id, index=index)}",
                 hint=f"its logs are in {revision_dir(root, record.revision_id)}")
         if health_ok(record.port, health_path, timeout=min(1.0, max(0.1, deadline - time.monotonic()))):
             return
@@ -258,25 +321,41 @@ def wait_healthy(root: Path, record: ProcessRecord, health_path: str, *, timeout
         if now >= deadline:
             raise ProviderTimeout(
                 f"revision {record.revision_id} did not answer GET {health_path} with 2xx within {timeout:g}s: "
-                f"{log_tail(root, record.revision_id)}",
+                f"{log_tail(root, record.revision_id, index=index)}",
                 hint="raise warm_timeout_seconds in the answers or --timeout, or fix the health endpoint")
         progress(f"waiting for GET {health_path} on port {record.port} ({now - started:.1f}s of {timeout:g}s)")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
 
 
+def replica_indexes(root: Path, revision_id: str) -> list[int]:
+    """The replicas that have a process file (``process.json``, ``process-I.json``)."""
+    directory = files.existing_private_dir(root, "revisions", revision_id)
+    if directory is None:
+        return []
+    found = []
+    for entry in os.scandir(directory):
+        name = entry.name
+        if name == "process.json":
+            found.append(0)
+        elif name.startswith("process-") and name.endswith(".json") and name[8:-5].isdigit():
+            found.append(int(name[8:-5]))
+    return sorted(found)
+
+
 def stop(root: Path, revision_id: str, grace_seconds: float) -> str:
-    record = read_record(root, revision_id)
-    if record is None:
-        return "not-running"
-    result = procinfo.terminate_group(record.pid, record.start_time, grace_seconds)
-    directory = files.existing_private_dir(root, "revisions", revision_id)  # checked: no symlink
-    if directory is not None:
-        try:
-            os.unlink(directory / "process.json")
-        except FileNotFoundError:
-            pass
-    return result
+    """Stop every replica of the revision (never a foreign pid); ``terminated``, ``killed`` or
+    ``not-running`` (the strongest action any replica needed)."""
+    results = []
+    for index in replica_indexes(root, revision_id):
+        record = read_record(root, revision_id, index)
+        if record is not None:
+            results.append(procinfo.terminate_group(record.pid, record.start_time, grace_seconds))
+        forget(root, revision_id, index)
+    for outcome in ("killed", "terminated"):
+        if outcome in results:
+            return outcome
+    return "not-running"
 
 
 def remove(root: Path, revision_id: str, *, keep_logs: bool) -> None:

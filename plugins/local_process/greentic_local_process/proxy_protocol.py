@@ -66,6 +66,7 @@ _HOP = frozenset({
 })
 _REQ_SPECIAL = _HOP | {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
                        b"x-forwarded-host", b"expect", b"forwarded", b"x-real-ip"}
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})  # bodyless: safe to send again elsewhere
 # framing headers: a request naming one of them in Connection is refused (never "hop-by-hop")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _RESP_SPECIAL = _HOP | {b"content-length", b"x-greentic-revision"}
@@ -1059,6 +1060,21 @@ class UpstreamConn(asyncio.Protocol):
             ex.counted = False
             client._start(ex, fresh=True)
             return
+        if (not self.got and ex.body == 0 and not ex.retried and ex.method in _IDEMPOTENT and ex.upgrade is None
+                and not client.closed):
+            # the backend died before answering a bodyless idempotent request (a replica killed,
+            # a revision restarting): once on another replica or revision, as nginx's
+            # proxy_next_upstream does; nothing reached the client yet
+            other = ex.route.pick_other(target)
+            if other is not None:
+                ex.retried = True
+                target.stats.in_flight -= 1
+                target.stats.errors += 1
+                other.stats.retries += 1
+                ex.counted = False
+                ex.target = other
+                client._start(ex)
+                return
         target.stats.in_flight -= 1
         target.stats.errors += 1
         ex.counted = False

@@ -51,6 +51,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import os
 import resource
 import secrets
@@ -68,7 +69,7 @@ import aiohttp
 from aiohttp import web
 
 from .proxy_protocol import ProxyServer
-from .table import Deployment, RouterTable, SmoothWeightedRoundRobin, TableError, parse_address, parse_table
+from .table import Backend, Deployment, RouterTable, SmoothWeightedRoundRobin, TableError, parse_address, parse_table
 
 log = logging.getLogger("greentic.router")
 
@@ -152,13 +153,32 @@ class Target:
         self.stats = stats
 
 
+def replica_members(backends: tuple[Backend, ...]) -> list[Backend]:
+    """One balancer member per replica: a revision of weight W with N replicas becomes N members
+    of weight W*L/N (L: the least common multiple of the replica counts), so the revision keeps
+    exactly its share and its replicas take turns within it."""
+    routable = [b for b in backends if b.routable]
+    counts = [len(b.addresses) or 1 for b in routable]
+    scale = math.lcm(*counts) if counts else 1
+    if scale == 1 and all(len(b.addresses) <= 1 for b in routable):
+        return list(backends)
+    members = []
+    for backend in routable:
+        addresses = backend.addresses or (backend.address,)
+        for address in addresses:
+            host, port = parse_address(address, "address")  # checked by parse_table already
+            members.append(Backend(backend.revision_id, backend.weight_bps * scale // len(addresses), address,
+                                   host, port, (address,)))
+    return members
+
+
 class DeploymentRoute:
     __slots__ = ("deployment", "balancer", "targets")
 
     def __init__(self, deployment: Deployment, stats: dict[str, RevisionStats],
                  previous: DeploymentRoute | None = None) -> None:
         self.deployment = deployment
-        balancer = SmoothWeightedRoundRobin(deployment.backends)
+        balancer = SmoothWeightedRoundRobin(replica_members(deployment.backends))
         if previous is not None and previous.balancer.members == balancer.members:
             # same revisions, weights and addresses: carry on in the running sequence, so that
             # frequent reloads for other deployments cannot starve a light revision of this one
@@ -276,7 +296,7 @@ def build_status(table: RouterTable, counters: dict[str, Any], extra: dict[str, 
         for backend in dep.backends:
             revisions[backend.revision_id] = {
                 "deployment_id": dep.deployment_id, "address": backend.address,
-                "weight_bps": backend.weight_bps, "in_table": True,
+                "addresses": list(backend.addresses), "weight_bps": backend.weight_bps, "in_table": True,
             }
     for revision_id, data in counters["revisions"].items():
         entry = revisions.setdefault(revision_id, {"deployment_id": None, "address": None,
@@ -585,7 +605,8 @@ def _table_json(table: RouterTable) -> dict[str, Any]:
         "deployments": [{
             "deployment_id": d.deployment_id, "bundle_id": d.bundle_id, "split_generation": d.split_generation,
             "hosts": list(d.hosts), "path_prefixes": list(d.path_prefixes),
-            "backends": [{"revision_id": b.revision_id, "weight_bps": b.weight_bps, "address": b.address}
+            "backends": [{"revision_id": b.revision_id, "weight_bps": b.weight_bps, "address": b.address,
+                          "addresses": list(b.addresses)}
                          for b in d.backends],
         } for d in table.deployments],
     }

@@ -62,9 +62,9 @@ def deployment_entry(env: Environment, root: Path, deployment_id: str) -> dict[s
         return None
     backends = []
     for entry in split.entries:
-        record = processes.running_record(root, entry.revision_id)
+        addresses = running_addresses(root, entry.revision_id)
         backends.append({"revision_id": entry.revision_id, "weight_bps": entry.weight_bps,
-                         "address": record.address if record else None})
+                         "address": addresses[0] if addresses else None, "addresses": addresses})
     return {
         "deployment_id": deployment_id, "bundle_id": deployment.bundle_id, "split_generation": split.generation,
         "hosts": list(deployment.route_binding.hosts), "path_prefixes": list(deployment.route_binding.path_prefixes),
@@ -92,16 +92,23 @@ def build_table(env: Environment, root: Path, listen: str, *, only: str | None =
             entry = deployment_entry(env, root, deployment_id)
         else:
             entry = dict(by_id[deployment_id])
-            entry["backends"] = [{**b, "address": _address(root, b["revision_id"])} for b in entry.get("backends", [])]
+            entry["backends"] = [_with_addresses(root, b) for b in entry.get("backends", [])]
         if entry is not None:
             deployments.append(entry)
     return {"generation": int(previous.get("generation", 0)) + 1, "env_id": env.environment_id,
             "listen": listen, "deployments": deployments}
 
 
-def _address(root: Path, revision_id: str) -> str | None:
-    record = processes.running_record(root, revision_id)
-    return record.address if record else None
+def running_addresses(root: Path, revision_id: str) -> list[str]:
+    """Where the revision's running replicas listen (in replica order)."""
+    indexes = processes.replica_indexes(root, revision_id)
+    records = processes.running_records(root, revision_id, max(indexes) + 1) if indexes else []
+    return [r.address for r in records if r is not None]
+
+
+def _with_addresses(root: Path, backend: dict[str, Any]) -> dict[str, Any]:
+    addresses = running_addresses(root, backend["revision_id"])
+    return {**backend, "address": addresses[0] if addresses else None, "addresses": addresses}
 
 
 def write_table(root: Path, table: dict[str, Any]) -> None:
@@ -171,31 +178,30 @@ def _log_tail(root: Path) -> str:
     return " | ".join(line for line in lines[-8:] if line.strip()) or "(empty router log)"
 
 
-def start_router(root: Path, *, max_body_bytes: int, progress: Progress) -> dict[str, Any]:
-    directory = files.private_dir(root, "router")
-    (directory / "router.json").unlink(missing_ok=True)
-    log = processes.open_log(directory / "router.log")
-    with log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "greentic_local_process.router", "--state-dir", str(directory),
-             "--max-body-bytes", str(max_body_bytes)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
-        )
-    started = procinfo.start_time(proc.pid)
-    from greentic_core.store import atomic_write
+def router_argv(root: Path, max_body_bytes: int) -> list[str]:
+    return [sys.executable, "-m", "greentic_local_process.router", "--state-dir", str(router_dir(root)),
+            "--max-body-bytes", str(max_body_bytes)]
 
-    atomic_write(directory / "owner.json", json.dumps({"pid": proc.pid, "start_time": started}).encode())
+
+def start_router(root: Path, *, max_body_bytes: int, progress: Progress) -> dict[str, Any]:
+    """Have the environment's supervisor run the router (it restarts it whenever it exits), and
+    wait until it listens."""
+    from . import supervision
+
+    files.private_dir(root, "router")
+    argv = router_argv(root, max_body_bytes)
+    supervision.update(root, lambda want: want.__setitem__("router", {"argv": argv}), progress)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        state = _read_json(directory / "router.json")
-        if state and state.get("pid") == proc.pid:
-            return state
-        if proc.poll() is not None:
-            raise ProviderError(f"the router exited at start (code {proc.returncode}): {_log_tail(root)}",
+        state = running_router(root)
+        current = (supervision.status(root) or {}).get("router") or {}
+        if state is not None and current.get("state") == "running":
+            return state  # listening, and the supervisor knows: from now on it restarts it
+        if current.get("state") in ("unhealthy", "stopped") and current.get("last_exit"):
+            raise ProviderError(f"the router exited at start ({current['last_exit']}): {_log_tail(root)}",
                                 hint="is the listen address taken? `greentic-deployer env doctor ENV` checks it")
         progress("starting the router")
         time.sleep(0.05)
-    procinfo.terminate_group(proc.pid, started or "", 2.0)
     raise ProviderTimeout(f"the router did not start within {START_TIMEOUT:g}s: {_log_tail(root)}")
 
 
@@ -232,6 +238,12 @@ def refresh(root: Path, env: Environment, listen: str, *, max_body_bytes: int, p
 
 
 def stop_router(root: Path, grace_seconds: float = 10.0) -> str:
+    """Stop supervising the router, then stop it (graceful: SIGTERM lets requests in flight
+    finish, SIGKILL after ``grace_seconds``)."""
+    from . import supervision
+
+    if files.existing_private_dir(root, "supervisor") is not None:
+        supervision.update(root, lambda want: want.__setitem__("router", None), lambda _m: None, start=False)
     owner = _read_json(router_dir(root) / "owner.json")
     if not owner:
         return "not-running"

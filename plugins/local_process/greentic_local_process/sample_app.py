@@ -4,7 +4,9 @@ Run as ``python -m greentic_local_process.sample_app`` with ``PORT`` set (the pr
 ``GET /`` -> ``{"revision": ..., "pid": ...}``; ``GET /healthz`` -> 200; ``GET /slow?seconds=S``
 answers after S seconds. ``SAMPLE_ERROR_RATE=0.3`` makes that share of ``/`` requests answer
 500 (for canary tests); ``SAMPLE_UNHEALTHY=1`` makes ``/healthz`` answer 503 forever;
-``SAMPLE_EXIT_AT_START=1`` exits at once with an error message.
+``SAMPLE_EXIT_AT_START=1`` exits at once with an error message. For supervision tests:
+``SAMPLE_EXIT_IF_EXISTS=PATH`` exits at start while PATH exists (a crash loop once it was
+healthy), ``SAMPLE_UNHEALTHY_IF_EXISTS=PATH`` answers ``/healthz`` 503 while PATH exists.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import parse_qs, urlparse
 REVISION = os.environ.get("GREENTIC_REVISION_ID", "unknown")
 ERROR_RATE = float(os.environ.get("SAMPLE_ERROR_RATE", "0") or 0)
 UNHEALTHY = os.environ.get("SAMPLE_UNHEALTHY") == "1"
+UNHEALTHY_IF = os.environ.get("SAMPLE_UNHEALTHY_IF_EXISTS")
 
 
 class Server(ThreadingHTTPServer):
@@ -49,7 +52,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path == "/healthz":
-            self._send(503 if UNHEALTHY else 200, {"healthy": not UNHEALTHY, "revision": REVISION})
+            unhealthy = UNHEALTHY or bool(UNHEALTHY_IF and os.path.exists(UNHEALTHY_IF))
+            self._send(503 if unhealthy else 200, {"healthy": not unhealthy, "revision": REVISION})
             return
         if url.path == "/slow":
             seconds = float(parse_qs(url.query).get("seconds", ["1"])[0])
@@ -69,6 +73,10 @@ def main() -> None:
     if os.environ.get("SAMPLE_EXIT_AT_START") == "1":
         print("sample app: refusing to start (SAMPLE_EXIT_AT_START=1)", file=sys.stderr)
         sys.exit(3)
+    exit_if = os.environ.get("SAMPLE_EXIT_IF_EXISTS")
+    if exit_if and os.path.exists(exit_if):
+        print(f"sample app: refusing to start ({exit_if} exists)", file=sys.stderr)
+        sys.exit(4)
     port = int(os.environ["PORT"])
     server = Server(("127.0.0.1", port), Handler)
     print(f"sample app {REVISION} listening on 127.0.0.1:{port}", flush=True)

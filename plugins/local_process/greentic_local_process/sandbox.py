@@ -27,7 +27,10 @@ def sandbox(workdir: Path) -> Iterator[dict[str, Any]]:
 
 
 def cleanup(state: Path, grace: float) -> None:
-    """Stop every revision process and the router recorded under ``state``."""
+    """Stop the supervisor, then every revision process and the router recorded under ``state``."""
+    from . import supervision
+
+    supervision.stop(state)
     revisions = state / "revisions"
     if revisions.is_dir():
         for directory in revisions.iterdir():

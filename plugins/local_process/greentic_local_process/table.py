@@ -20,6 +20,9 @@ Rules (each violation is a :class:`TableError` naming the field):
   yet: the deployment matches but answers 503).
 * ``address`` null means the revision is not running: it gets no traffic, and the remaining
   routable backends share the traffic in proportion to their weights.
+* ``addresses`` (optional, a list of ``host:port``): the revision's replicas. The router
+  balances within the revision (round-robin, in the revision's share); a refused connection is
+  retried on another replica or revision. When given, ``address`` is its first element.
 
 Routing (:meth:`RouterTable.route`): hosts compare case-insensitively without the port; a
 path prefix matches at a segment boundary (``/api`` matches ``/api``, ``/api/x`` and
@@ -140,6 +143,7 @@ class Backend:
     address: str | None = None
     host: str | None = attrs.field(default=None, eq=False, repr=False)
     port: int | None = attrs.field(default=None, eq=False, repr=False)
+    addresses: tuple[str, ...] = attrs.field(default=(), eq=False)  # every replica (address: the first)
 
     @property
     def routable(self) -> bool:
@@ -263,12 +267,21 @@ def _parse_backend(data: Any, where: str) -> Backend:
     if weight > TOTAL_BPS:
         raise TableError(f"{where}.weight_bps: must be 0..{TOTAL_BPS}, got {weight}")
     address = data.get("address")
+    addresses = data.get("addresses")
+    if addresses is not None:
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise TableError(f"{where}.addresses: expected a list of 'host:port', got {addresses!r}")
+        if len(set(addresses)) != len(addresses):
+            raise TableError(f"{where}.addresses: an address is listed twice in {addresses!r}")
+        address = addresses[0] if addresses else None
     if address is None:
         return Backend(revision_id, weight, None)
+    for one in addresses or [address]:
+        _, port_of = parse_address(one, f"{where}.address")
+        if port_of == 0:
+            raise TableError(f"{where}.address: port 0 is not an address, got {one!r}")
     host, port = parse_address(address, f"{where}.address")
-    if port == 0:
-        raise TableError(f"{where}.address: port 0 is not an address, got {address!r}")
-    return Backend(revision_id, weight, address, host, port)
+    return Backend(revision_id, weight, address, host, port, tuple(addresses or [address]))
 
 
 def _parse_deployment(data: Any, where: str) -> Deployment:

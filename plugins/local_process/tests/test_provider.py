@@ -29,7 +29,7 @@ from greentic_core.lifecycle import Lifecycle
 from greentic_core.operator import Operator
 from greentic_core.registry import Registry
 from greentic_core.store import Store
-from greentic_local_process import procinfo, processes, router_control
+from greentic_local_process import procinfo, processes, router_control, supervision
 from greentic_local_process.sandbox import cleanup
 
 from router_helpers import http_request, wait_for
@@ -220,6 +220,8 @@ def test_ctrl_c_during_warm_leaves_nothing_running(lp: LP) -> None:
     seen: list[int] = []
 
     def interrupt(message: str) -> None:
+        if not message.startswith("waiting for GET"):
+            return  # (the supervisor starting): interrupt while the revision's process waits for health
         record = lp.record(rid)
         assert record is not None and alive(record.pid)
         seen.append(record.pid)
@@ -251,10 +253,11 @@ def test_warm_is_idempotent(lp: LP) -> None:
 # --------------------------------------------------------------------------- observation
 
 
-def test_a_revision_killed_behind_our_back_is_observed_not_present(lp: LP) -> None:
+def test_an_unsupervised_revision_killed_behind_our_back_is_observed_not_present(lp: LP) -> None:
     rid = lp.warmed()
     observed = lp.op.observe(ENV_ID).revision(rid)
     assert observed.present and observed.serving and observed.ready_replicas == 1
+    supervision.stop(lp.state)  # (with its supervisor it comes back: test_supervision.py)
     pid = lp.pid(rid)
     os.kill(pid, signal.SIGKILL)
     wait_dead(pid)
@@ -299,6 +302,7 @@ def test_router_is_started_on_first_need_and_restarted_after_it_dies(lp: LP) -> 
     assert (status, served_by, json.loads(body)["revision"]) == (200, rid, rid)
 
     router_pid = state["pid"]
+    supervision.stop(lp.state)  # no supervisor to restart it (that case: test_supervision.py)
     os.kill(router_pid, signal.SIGKILL)
     wait_dead(router_pid)
     assert lp.router_state() is None
@@ -426,6 +430,7 @@ def test_drain_gives_up_waiting_after_drain_seconds(lp: LP) -> None:
 
 def test_pid_reuse_never_signals_a_foreign_process(lp: LP) -> None:
     rid = lp.warmed()
+    supervision.stop(lp.state)  # the record is tampered with below: no supervisor rewriting it
     real = lp.pid(rid)
     os.kill(real, signal.SIGKILL)
     wait_dead(real)

@@ -4,11 +4,13 @@ Driven through the real CLI (``greentic-deployer`` in-process with click's CliRu
 temporary store, with real revision processes (``greentic_local_process.sample_app``), the real
 router and real sockets on 127.0.0.1:
 
-* a revision process that dies (SIGKILL behind our back): requests get a clean 502 at once,
-  ``env observe`` reports it not present, ``env reconcile`` restarts it and traffic flows again;
-* a router killed (SIGKILL) with requests in flight: each of them ends at once with a connection
-  error (never a hang), new requests are refused at once, nothing stored changes (the document
-  loads and validates, byte-identical), and the next ``traffic set`` starts a new router;
+* with its supervisor gone too, a revision process that dies (SIGKILL behind our back): requests
+  get a clean 502 at once, ``env observe`` reports it not present, ``env reconcile`` restarts it
+  (and a supervisor) and traffic flows again;
+* with its supervisor gone too, a router killed (SIGKILL) with requests in flight: each of them
+  ends at once with a connection error (never a hang), new requests are refused at once,
+  nothing stored changes (the document loads and validates, byte-identical), and the next
+  ``traffic set`` starts a new router;
 * the router bounds what a client sends: too many headers and an overlong request line are
   refused (hop-by-hop stripping, an oversized header and the body limit are covered in
   ``test_router.py``).
@@ -38,7 +40,7 @@ from click.testing import CliRunner
 
 from greentic_core.cli import cli
 from greentic_core.store import Store
-from greentic_local_process import processes, router_control
+from greentic_local_process import processes, router_control, supervision
 from greentic_local_process.sandbox import cleanup
 from router_helpers import RouterProcess, deployment, http_request, make_table, running_backends, wait_for
 
@@ -123,6 +125,7 @@ def test_a_dead_revision_is_observed_and_reconcile_restarts_it(lc: LocalCli) -> 
     lc.json("traffic", "set", "dev", "web", f"{rid}=10000")
     assert lc.get() == (200, rid)
     old_pid = processes.read_record(lc.state, rid).pid
+    supervision.stop(lc.state)  # (the supervisor would restart it: test_supervision.py)
     _kill(old_pid)
 
     started = time.monotonic()
@@ -176,6 +179,7 @@ def test_a_killed_router_fails_requests_in_flight_cleanly_and_the_next_traffic_c
     wait_for(lambda: sum(int(r.get("in_flight", 0)) for r in (router_control.status(lc.state) or {}).get(
         "revisions", {}).values()) >= 16, 10, "16 requests in flight")
     killed_at.append(time.monotonic())
+    supervision.stop(lc.state)  # (the supervisor would restart it: test_supervision.py)
     _kill(state["pid"])
     for thread in threads:
         thread.join(10)
