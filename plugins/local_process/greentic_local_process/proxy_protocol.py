@@ -733,6 +733,7 @@ class ClientConn(asyncio.Protocol):
         stats = target.stats
         stats.in_flight -= 1
         stats.errors += 1
+        stats.connect_errors += 1
         ex.counted = False
         if not ex.retried:
             other = ex.route.pick_other(target)
@@ -1247,7 +1248,10 @@ class UpstreamConn(asyncio.Protocol):
             stats.completed += 1
             if ex.status >= 500:
                 stats.upstream_5xx += 1
-            stats.hist[bisect_left(self.server.bounds, client.loop.time() - ex.started)] += 1
+            elapsed = client.loop.time() - ex.started
+            stats.hist[bisect_left(self.server.bounds, elapsed)] += 1
+            stats.classes[ex.status // 100 % 6] += 1
+            stats.seconds += elapsed
         client._next(ex)
 
     def _cut(self, ex: Exchange) -> None:
@@ -1288,6 +1292,7 @@ def _end_tunnel(ex: Exchange) -> None:
         stats = ex.target.stats
         stats.in_flight -= 1
         stats.completed += 1
+        stats.classes[1] += 1  # 101: answered by switching protocols
     up = ex.upstream
     ex.upstream = None
     if up is not None:

@@ -80,7 +80,7 @@ CONTROL_TOKEN_ENV = "GREENTIC_ROUTER_CONTROL_TOKEN"  # how the supervisor hands 
 REVISION_HEADER = "X-Greentic-Revision"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
-COUNTERS = ("in_flight", "completed", "errors", "upstream_5xx", "retries", "client_aborts")
+COUNTERS = ("in_flight", "completed", "errors", "upstream_5xx", "retries", "client_aborts", "connect_errors")
 
 
 # --------------------------------------------------------------------------- counters
@@ -118,7 +118,8 @@ class RevisionStats:
     """Counters of one revision, kept across reloads. Memory is bounded: the latency histogram
     has a fixed number of buckets."""
 
-    __slots__ = ("in_flight", "completed", "errors", "upstream_5xx", "retries", "client_aborts", "hist")
+    __slots__ = ("in_flight", "completed", "errors", "upstream_5xx", "retries", "client_aborts", "connect_errors",
+                 "hist", "classes", "seconds")
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -127,11 +128,16 @@ class RevisionStats:
         self.upstream_5xx = 0
         self.retries = 0
         self.client_aborts = 0
+        self.connect_errors = 0
         self.hist = [0] * (len(BOUNDS) + 1)
+        self.classes = [0] * 6  # answered requests by status class (index 2: 2xx ... 5: 5xx)
+        self.seconds = 0.0  # the sum of their durations (a Prometheus histogram's _sum)
 
     def snapshot(self) -> dict[str, Any]:
         data: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
         data["hist"] = {str(i): c for i, c in enumerate(self.hist) if c}
+        data["classes"] = list(self.classes)
+        data["seconds"] = self.seconds
         return data
 
 
@@ -261,11 +267,15 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     for snap in snapshots:
         unrouted += int(snap.get("unrouted", 0))
         for revision_id, data in snap.get("revisions", {}).items():
-            merged = revisions.setdefault(revision_id, {**{n: 0 for n in COUNTERS}, "hist": {}})
+            merged = revisions.setdefault(revision_id, {**{n: 0 for n in COUNTERS}, "hist": {},
+                                                        "classes": [0] * 6, "seconds": 0.0})
             for name in COUNTERS:
                 merged[name] += int(data.get(name, 0))
             for index, count in data.get("hist", {}).items():
                 merged["hist"][index] = merged["hist"].get(index, 0) + count
+            for index, count in enumerate(data.get("classes") or ()):
+                merged["classes"][index] += int(count)
+            merged["seconds"] += float(data.get("seconds", 0.0))
     return {"unrouted": unrouted, "revisions": revisions}
 
 
@@ -282,6 +292,24 @@ def _sum_limits(snapshots: list[dict[str, Any]]) -> dict[str, int]:
         for name, value in (snap.get("limits") or {}).items():
             total[name] = total.get(name, 0) + int(value)
     return total
+
+
+def metrics_answer(state_dir: Path, table: RouterTable, counters: dict[str, Any], reloads: int) -> web.Response:
+    """``GET /metrics``: Prometheus text exposition of the counters (see :mod:`.metrics`)."""
+    from .metrics import CONTENT_TYPE_LATEST, exposition
+
+    owner = {b.revision_id: d.deployment_id for d in table.deployments for b in d.backends}
+    revisions = {rid: {**data, "deployment_id": owner.get(rid)} for rid, data in counters["revisions"].items()}
+    supervisor = None
+    try:  # the supervisor's status, next to the router's directory (restart counts)
+        fd = os.open(state_dir.parent / "supervisor" / "status.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd) as handle:
+            supervisor = json.load(handle)
+    except (OSError, ValueError):
+        pass
+    body = exposition(BOUNDS, {"revisions": revisions, "unrouted": counters["unrouted"],
+                               "generation": table.generation, "reloads": reloads}, supervisor)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def build_status(table: RouterTable, counters: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -566,8 +594,12 @@ async def run_single(args: argparse.Namespace) -> int:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "generation": proxy.state.table.generation})
 
+    async def metrics(_request: web.Request) -> web.Response:
+        return metrics_answer(state_dir, proxy.state.table, merge_snapshots([proxy.snapshot()]), proxy.reloads)
+
     app = _admin_app([web.get("/status", status), web.post("/reload", reload_handler),
-                      web.get("/table", table_handler), web.get("/healthz", healthz)], _write_admin_token(state_dir))
+                      web.get("/table", table_handler), web.get("/healthz", healthz), web.get("/metrics", metrics)],
+                     _write_admin_token(state_dir))
     try:
         admin_runner, admin_sock = await _start_admin(app, args.admin_port)
     except OSError as exc:
@@ -856,8 +888,12 @@ async def run_supervisor(args: argparse.Namespace) -> int:
         alive = all(p.poll() is None for p in sup.procs)
         return web.json_response({"ok": alive, "generation": sup.table.generation}, status=200 if alive else 503)
 
+    async def metrics(_request: web.Request) -> web.Response:
+        return metrics_answer(state_dir, sup.table, await sup.counters(), sup.reloads)
+
     app = _admin_app([web.get("/status", status), web.post("/reload", reload_handler),
-                      web.get("/table", table_handler), web.get("/healthz", healthz)], _write_admin_token(state_dir))
+                      web.get("/table", table_handler), web.get("/healthz", healthz), web.get("/metrics", metrics)],
+                     _write_admin_token(state_dir))
     try:
         admin_runner, admin_sock = await _start_admin(app, args.admin_port)
     except OSError as exc:
