@@ -65,16 +65,21 @@ class Backend:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    return make_backend(request.param, request, tmp_path, monkeypatch)
+
+
+def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """A fresh, empty store of backend ``name`` (servers started once per session)."""
     home = tmp_path / "home"
-    if request.param == "file":
+    if name == "file":
         return Backend("file", f"file://{tmp_path / 'shared'}", (), {}, home)
-    if request.param == "external":
+    if name == "external":
         from greentic_core.registry import load_object
 
         backend = Backend("external", load_object(os.environ[EXTERNAL_ENV])(), (), {}, home)
         backend.store().init()
         return backend
-    if request.param == "postgresql":
+    if name == "postgresql":
         from greentic_store_postgres.testing import TEST_PASSWORD
 
         cluster = request.getfixturevalue("pg_cluster")

@@ -1,5 +1,8 @@
 """``apply`` against the recording test deployer (a real installed distribution).
 
+Every test that uses the ``world`` fixture runs on each store backend (file, PostgreSQL,
+S3: see ``store_backends``), through the store contract only.
+
 The central property: an apply interrupted at any step (the provider fails at step k, or the
 process dies right after step k, or dies during a canary pause) leaves a consistent recorded
 environment, and running apply again reaches the very end state an uninterrupted apply
@@ -24,7 +27,8 @@ from greentic_core.operator import Operator
 from greentic_core.plan import Action, revision_name
 from greentic_core.registry import Registry
 from greentic_core.spec import Lifecycle
-from greentic_core.store import Store
+from greentic_core.store import Store, StoreOptions, open_store
+from store_backends import BACKENDS, Backend, make_backend, moto_server, pg_cluster  # noqa: F401  (fixtures)
 
 ENV = "dev"
 
@@ -89,16 +93,18 @@ class FakeTime:
 
 
 class World:
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: Backend | None = None) -> None:
         self.tmp = tmp_path
-        self.home = tmp_path / "home"
+        self.home = backend.home if backend is not None else tmp_path / "home"
+        self.store_args = ["--store", backend.url] if backend is not None else []
         self.fail_file = tmp_path / "fail"
         self.log = tmp_path / "calls.jsonl"
         monkeypatch.setenv(recording_plugin.FAIL_FILE_ENV, str(self.fail_file))
         monkeypatch.setenv(recording_plugin.LOG_ENV, str(self.log))
         monkeypatch.delenv(recording_plugin.FAIL_ENV, raising=False)
         monkeypatch.setenv("GREENTIC_CACHE_DIR", str(tmp_path / "cache"))
-        self.store = Store(self.home / "environments")
+        self.store = (open_store(backend.url, home=self.home, options=StoreOptions(actor="tester", command="test"))
+                      if backend is not None else Store(self.home / "environments"))
         self.op = Operator(self.store, Registry(use_cache=False), actor="tester", command="test")
         self.time = FakeTime()
         self.op.init_env(ENV, recording_plugin.NAME, answers={"region": "eu"})
@@ -116,7 +122,7 @@ class World:
         return self.store.load(ENV)
 
     def provider(self) -> dict[str, Any]:
-        return json.loads((self.store.env_dir(ENV) / recording_plugin.STATE_FILE).read_text())
+        return json.loads((self.store.state_dir(ENV) / recording_plugin.STATE_FILE).read_text())
 
     def hooks(self) -> list[dict[str, Any]]:
         if not self.log.exists():
@@ -150,10 +156,10 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return recording_plugin.install(tmp_path_factory.mktemp("site"))
 
 
-@pytest.fixture
-def world(tmp_path: Path, plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+@pytest.fixture(params=BACKENDS)
+def world(request: pytest.FixtureRequest, tmp_path: Path, plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.syspath_prepend(str(plugin_site))
-    return World(tmp_path, monkeypatch)
+    return World(tmp_path, monkeypatch, make_backend(request.param, request, tmp_path, monkeypatch))
 
 
 def assert_consistent(w: World) -> None:
@@ -250,8 +256,7 @@ def test_interrupted_apply_resumes_to_the_same_end_state(world: World, expected,
         env = world.env()
         if step.canary.final:
             assert env.split_for(env.bundles[0].deployment_id).generation == generations["split"]
-        audit = [json.loads(line) for line in (world.store.env_dir(ENV) / "audit" / "events.jsonl").read_text()
-                 .splitlines()]
+        audit = world.store.audit_events(ENV)
         assert any(e.get("verb") == "traffic.set" and e.get("outcome") == "replayed" for e in audit)
     # and once there, nothing more to do
     assert current_plan(world.op, ENV, desired.loads(TARGET)).empty
@@ -334,8 +339,7 @@ def test_abort_blocks_the_target_until_resume(world: World) -> None:
     assert sorted((names[e.revision_id], e.weight_bps) for e in env.split_for(did).entries) == \
         [("old", 1000), ("v1", 9000)]  # the stable revisions at their baseline weights
     assert {names[r.revision_id]: r.lifecycle for r in env.revisions}["v2"] == Lifecycle.FAILED
-    audit = [json.loads(line) for line in (world.store.env_dir(ENV) / "audit" / "events.jsonl").read_text()
-             .splitlines()]
+    audit = world.store.audit_events(ENV)
     assert any(e["verb"] == "revision.fail" and e["reason"] == "looks wrong" for e in audit)
     with pytest.raises(rollout.RolloutBlocked) as caught:
         world.apply(text)
@@ -358,7 +362,8 @@ def test_cli_plan_apply_and_rollout_status(world: World, tmp_path: Path) -> None
     target.write_text(json.dumps(doc))
 
     def run(*args: str, code: int = 0):
-        result = runner.invoke(cli, ["--home", str(world.home), "--actor", "tester", *args], catch_exceptions=False)
+        result = runner.invoke(cli, ["--home", str(world.home), *world.store_args, "--actor", "tester", *args],
+                               catch_exceptions=False)
         assert result.exit_code == code, result.stdout + result.stderr
         return result
 

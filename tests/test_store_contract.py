@@ -353,3 +353,14 @@ def test_migrate_copies_byte_for_byte_both_ways_and_is_safe_to_run_again(backend
     assert back.store().export("dev") == expected
     assert (tmp_path / "back" / "environments" / "dev" / "environment.json").read_bytes() == \
         (tmp_path / "source" / "environments" / "dev" / "environment.json").read_bytes()
+
+
+def test_provider_state_is_a_private_local_directory(backend: Backend) -> None:
+    s = backend.store()
+    s.create(env_doc(), audit_event=dict(EVENT))
+    state = s.state_dir("dev")
+    assert state.is_dir() and (state.stat().st_mode & 0o777) == 0o700
+    if backend.name == "file":
+        assert state == Path(s.location("dev"))  # the environment's own directory, as before
+    else:
+        assert state == backend.home / "state" / "dev"  # on this machine, whatever the store

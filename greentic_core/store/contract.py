@@ -380,14 +380,23 @@ class StoreBackend(abc.ABC):
         _check_safe_env_id(env_id)
 
     def state_dir(self, env_id: str) -> Path:
-        """A local directory for the provider's own files: ``<home>/state/<env>``.
+        """A local directory for the provider's own files: ``<home>/state/<env>``, created
+        (0700) if missing.
 
         Local to the machine that runs the provider, whatever the store (a shared store holds
         only what every machine may read).
         """
         self.check_env_id(env_id)
         home = self.options.home if self.options.home is not None else _default_home()
-        return Path(home) / "state" / env_id
+        path = Path(home).expanduser() / "state" / env_id
+        from .file import _makedirs
+
+        try:
+            _makedirs(path, refuse_symlink=True)  # it exists when the provider gets it, 0700 like the store's
+        except OSError as exc:
+            raise StoreError(f"cannot create the provider state directory {path}: {exc.strerror or exc}",
+                             hint="check the permissions of GREENTIC_HOME (or --home)", path=str(path)) from exc
+        return path
 
 
 def _default_home() -> Path:
