@@ -8,6 +8,7 @@ import pytest
 
 from greentic_core import DeployerError
 
+from .bounds import CallDidNotReturn
 from .checks import Check
 from .harness import describe_error
 
@@ -35,6 +36,8 @@ class CheckContext:
             raise
         except DeployerError as exc:
             self.fail(f"{what} failed: {describe_error(exc)}")
+        except CallDidNotReturn as exc:
+            self.fail(f"{what}: {exc.msg}")
         except BaseException as exc:  # noqa: BLE001 - a plugin's SystemExit must not end the session
             self.fail(f"{what} let a non-DeployerError escape: {describe_error(exc)}")
 

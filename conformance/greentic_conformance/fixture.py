@@ -329,9 +329,11 @@ class World:
 
 def capture(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
     """Run ``call``; return (result, None), or (None, the exception) for anything but KeyboardInterrupt."""
+    from .bounds import CallDidNotReturn
+
     try:
         return call(), None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CallDidNotReturn):  # a call past its deadline fails the check itself
         raise
     except BaseException as exc:  # noqa: BLE001 - the point is to see what escapes
         return None, exc

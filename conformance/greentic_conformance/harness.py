@@ -6,6 +6,7 @@ One :class:`Harness` per pytest session. It
   same discovery, validation and contract wrapper as the CLI);
 * registers a :class:`Spy` extension that records every provider verb the core lets through,
   which is how "rejected before the provider is touched" is checked;
+* puts a deadline on every provider call (:mod:`greentic_conformance.bounds`);
 * enters the plugin's ``greentic_conformance_sandbox`` once, or uses the answers file given
   with ``--deployer-answers`` (then every run gets a unique environment id, so runs against
   shared infrastructure never see each other's objects);
@@ -26,6 +27,7 @@ from greentic_core.errors import GreenticError
 from greentic_core.ids import mint_ulid
 from greentic_core.registry import PluginRecord, Registry
 
+from .bounds import DEFAULT_CALL_TIMEOUT_SECONDS, BoundedDeployer
 from .fixture import World, new_environment
 
 SPY_NAME = "greentic-conformance-spy"
@@ -72,12 +74,13 @@ class HarnessError(Exception):
 
 class Harness:
     def __init__(self, name: str, registry: Registry, record: PluginRecord, workdir: Path,
-                 answers_file: Path | None = None) -> None:
+                 answers_file: Path | None = None, call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS) -> None:
         self.name = name
         self.registry = registry
         self.record = record
         self.workdir = Path(workdir)
         self.answers_file = answers_file
+        self.call_timeout = call_timeout
         self.target = "answers-file" if answers_file else "sandbox"
         self.env_id = f"conformance-{mint_ulid()[-10:].lower()}"
         self.spy = Spy()
@@ -104,7 +107,9 @@ class Harness:
         state_dir = self.workdir / "state"
         state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.deployer = self.registry.bind(self.kind, self.answers, state_dir)
+            self.deployer = BoundedDeployer(self.registry.bind(self.kind, self.answers, state_dir),
+                                            default_seconds=self.call_timeout,
+                                            drain_slack_seconds=float(record.descriptor.capabilities.drain_slack_seconds))
         except GreenticError as exc:
             self.close()
             source = f"answers file {self.answers_file}" if self.answers_file else "the sandbox's answers"

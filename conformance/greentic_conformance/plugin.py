@@ -45,12 +45,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write the conformance result as JSON to PATH")
     group.addoption("--conformance-strict", action="store_true", default=False,
                     help="treat every waiver in the deployer's descriptor as a failure")
+    group.addoption("--deployer-call-timeout", metavar="S", type=float, default=None,
+                    help="seconds a provider call other than drain may take before its check fails "
+                         "(default 300, or $GREENTIC_CONFORMANCE_CALL_TIMEOUT); drain: its drain_seconds "
+                         "+ the descriptor's drain_slack_seconds + 10")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     name = config.getoption("deployer", None)
     if not name:
-        for option in ("--deployer-answers", "--conformance-report", "--conformance-strict"):
+        for option in ("--deployer-answers", "--conformance-report", "--conformance-strict", "--deployer-call-timeout"):
             if config.getoption(option.lstrip("-").replace("-", "_"), None):
                 raise pytest.UsageError(f"{option} needs --deployer NAME")
         return
@@ -98,6 +102,12 @@ class ConformanceSession:
         self.config = config
         self.name = name
         self.strict = bool(config.getoption("conformance_strict"))
+        from .bounds import call_timeout_from
+
+        timeout = config.getoption("deployer_call_timeout")
+        if timeout is not None and not timeout > 0:
+            raise pytest.UsageError(f"--deployer-call-timeout {timeout:g}: must be more than 0 seconds")
+        self.call_timeout = call_timeout_from(timeout)
         answers = config.getoption("deployer_answers")
         self.answers_file = Path(answers).resolve() if answers else None
         report = config.getoption("conformance_report")
@@ -174,6 +184,21 @@ class ConformanceSession:
         if check_id in self.waivers and self.strict:
             pytest.fail(f"[{check_id}] waived by {self.name} ({self.waivers[check_id]}) but "
                         "--conformance-strict allows no waivers", pytrace=False)
+
+    @pytest.hookimpl(wrapper=True, specname="pytest_pyfunc_call")
+    def pytest_pyfunc_call_bounded(self, pyfuncitem: pytest.Function):
+        """A provider call past its deadline that the check did not catch: fail it with the check's id
+        and rule, as every other failure."""
+        from .bounds import CallDidNotReturn
+
+        try:
+            return (yield)
+        except CallDidNotReturn as exc:
+            check_id = check_id_of(pyfuncitem)
+            if check_id is None:
+                raise
+            raise pytest.fail.Exception(f"[{check_id}] {exc.msg} -- rule: {BY_ID[check_id].rule}",
+                                        pytrace=False) from None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         check_id = self.collected.get(report.nodeid)

@@ -34,7 +34,7 @@ def conformance_session(request):
 def harness(conformance_session, tmp_path_factory):
     session = conformance_session
     harness = Harness(session.name, session.registry, session.record, tmp_path_factory.mktemp("greentic-conformance"),
-                      answers_file=session.answers_file)
+                      answers_file=session.answers_file, call_timeout=session.call_timeout)
     session.harness = harness
     problem = None
     try:
