@@ -23,7 +23,6 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +305,8 @@ def _report(ctx: click.Context, kind: str, message: str, hint: str | None, doc: 
             exc: BaseException | None) -> None:
     obj = ctx.find_object(CliContext) or CliContext(out=Output(json_mode=_json_requested(ctx)))
     if obj.debug and exc is not None:
+        import traceback  # only with --debug
+
         traceback.print_exception(exc, file=sys.stderr)
     message, hint = _one_line(message) or "", _one_line(hint)
     doc = {**doc, "message": message, **({"hint": hint} if doc.get("hint") is not None else {})}

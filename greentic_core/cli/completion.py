@@ -8,8 +8,12 @@ for the command being completed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:  # imported when completing, not by every command that offers a completion
+    from click.shell_completion import CompletionItem
 
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_GREENTIC_DEPLOYER_COMPLETE"
@@ -45,6 +49,8 @@ def _environment(ctx: click.Context):
 
 def _matching(items: list[tuple[str, str]], incomplete: str, *, fold: bool = False) -> list[CompletionItem]:
     """``(value, help)`` pairs whose value starts with ``incomplete`` (case-insensitive ids)."""
+    from click.shell_completion import CompletionItem
+
     want = incomplete.upper() if fold else incomplete
     seen: set[str] = set()
     out = []
@@ -117,6 +123,8 @@ def complete_plugin(ctx: click.Context, param: click.Parameter, incomplete: str)
 
 def complete_desired_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Desired-state files: the shell's own file completion (directories to walk into, then files)."""
+    from click.shell_completion import CompletionItem
+
     return [CompletionItem(incomplete, type="file")]
 
 
