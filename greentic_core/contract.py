@@ -283,6 +283,29 @@ class BoundDeployer:
                             env=env, answers=self.answers, state_dir=self.state_dir)
         return list(checks or [])
 
+    def logs(self, env: Environment, revision_id: str, *, stream: str, replica: int, lines: int | None,
+             follow: bool) -> Any:
+        """The revision's log lines (``greentic_revision_logs``), an iterator; raw errors met
+        while iterating are converted like those of any verb."""
+        raw = self._call("greentic_revision_logs", None, env=env, revision_id=revision_id, answers=self.answers,
+                         state_dir=self.state_dir, stream=stream, replica=replica, lines=lines, follow=follow)
+        if raw is None:
+            return None
+        if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
+            raise ProviderError(f"plugin {self.name} returned {type(raw).__name__} from greentic_revision_logs, "
+                                "expected an iterable of lines", plugin=self.name, verb="greentic_revision_logs")
+        return self._iterate(raw, "greentic_revision_logs")
+
+    def _iterate(self, iterable: Any, verb: str) -> Any:
+        try:
+            for item in iterable:
+                yield str(item)
+        except DeployerError:
+            raise
+        except Exception as exc:
+            raise ProviderError(f"plugin {self.name} failed in {verb}: {type(exc).__name__}: {exc}",
+                                plugin=self.name, verb=verb) from exc
+
     def render(self, env: Environment, deployment_id: str | None = None) -> list[dict[str, Any]] | None:
         """The provider's dry run: every object (or request) it would apply for ``env``, or None.
 

@@ -146,6 +146,19 @@ def greentic_revision_metrics(env, answers, state_dir):
 
 
 @hookspec(firstresult=True)
+def greentic_revision_logs(env, revision_id, answers, state_dir, stream, replica, lines, follow):
+    """Optionally return a revision's log lines, as ``kubectl logs`` shows them.
+
+    An iterable of text lines (without their line ends): the last ``lines`` lines (all of them
+    when ``None``) of ``stream`` (``"stdout"`` or ``"stderr"``) of replica ``replica`` (0-based)
+    of the revision. With ``follow``, it goes on yielding lines as they are written (across a
+    log rotation) until the caller stops iterating (Ctrl-C). A replica or stream the provider
+    has no log for is a ``ProviderError`` saying which exist. ``None`` (or no implementation)
+    means the provider keeps no logs the deployer can read.
+    """
+
+
+@hookspec(firstresult=True)
 def greentic_preflight(env, answers, state_dir):
     """Optionally return a list of :class:`~greentic_core.PreflightCheck` for ``env doctor``.
 

@@ -610,6 +610,26 @@ class Operator:
             raise
         return self._scrub(list(objects or []))
 
+    def logs(self, env_id: str, revision_ref: str, *, stream: str = "stdout", replica: int = 0,
+             lines: int | None = None, follow: bool = False) -> Any:
+        """A revision's log lines from its provider (``greentic_revision_logs``), secrets scrubbed."""
+        env = self.store.load(env_id)
+        revision_id = resolve_revision(env, revision_ref)
+        bound = self.bind(env)
+        if not bound.implements("greentic_revision_logs"):
+            raise InvalidInput(f"deployer plugin {bound.name} keeps no logs the deployer can read "
+                               "(it implements no greentic_revision_logs)",
+                               hint="read them where the provider keeps them")
+        produced = bound.logs(env, revision_id, stream=stream, replica=replica, lines=lines, follow=follow)
+        if produced is None:
+            raise InvalidInput(f"deployer plugin {bound.name} has no logs for revision {revision_id}")
+        try:
+            for line in produced:
+                yield self._scrub(line)
+        except DeployerError as exc:
+            _scrub_error(exc, self._secrets)
+            raise
+
     def runtime_config(self, env_id: str) -> RuntimeConfig:
         env = self.store.load(env_id)
         reported = None

@@ -31,6 +31,7 @@ OPTIONAL_HOOKS = (
     "greentic_conformance_sandbox",
     "greentic_revision_metrics",
     "greentic_validate_routes",
+    "greentic_revision_logs",
 )
 
 

@@ -404,6 +404,34 @@ def register(cli: click.Group) -> None:
 
         obj.out.result({"ok": True, "revisions": rows}, human)
 
+    @revision.command("logs")
+    @click.argument("env_id", shell_complete=complete_env)
+    @click.argument("revision_ref", metavar="REVISION", shell_complete=complete_revision)
+    @click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they are written (Ctrl-C stops).")
+    @click.option("-n", "--tail", "lines", type=click.IntRange(min=0), default=None, metavar="N",
+                  help="Only the last N lines (default: all).")
+    @click.option("--stderr", is_flag=True, help="The revision's stderr instead of its stdout.")
+    @click.option("--replica", type=click.IntRange(min=0), default=0, show_default=True, metavar="I",
+                  help="Which replica (0-based).")
+    @click.pass_obj
+    def revision_logs(obj, env_id, revision_ref, follow, lines, stderr, replica) -> None:
+        """Print a revision's log (REVISION: id, unique prefix or `latest`), as `kubectl logs`.
+
+        With --json, one JSON document {"ok", "lines"}; with --json --follow, one JSON object per
+        line ({"line": ...}) as they come.
+        """
+        produced = _operator(obj, _command_line()).logs(env_id, revision_ref, stream="stderr" if stderr else "stdout",
+                                                        replica=replica, lines=lines, follow=follow)
+        if obj.json_mode and not follow:
+            obj.out.result({"ok": True, "lines": list(produced)}, lambda c: None)
+            return
+        try:
+            for line in produced:
+                sys.stdout.write((json.dumps({"line": line}) if obj.json_mode else line) + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return  # Ctrl-C ends a --follow: not an error
+
     @revision.command("show")
     @click.argument("env_id", shell_complete=complete_env)
     @click.argument("revision_ref", metavar="REVISION", shell_complete=complete_revision)

@@ -296,6 +296,15 @@ def greentic_revision_metrics(env, answers, state_dir):
 
 
 @hookimpl
+def greentic_revision_logs(env, revision_id, answers, state_dir, stream, replica, lines, follow):
+    """The revision's stdout or stderr log on this host (see :mod:`greentic_local_process.logs`)."""
+    from . import logs
+
+    _, root = _root(answers, state_dir)
+    return logs.lines(root, revision_id, stream=stream, replica=replica, last=lines, follow=follow)
+
+
+@hookimpl
 def greentic_preflight(env, answers, state_dir):
     import os
     import socket
