@@ -86,6 +86,8 @@ class S3Store(LeasedStore):
         self._url = url
         self.bucket, self.prefix, query = parse_url(url)
         self.options = options
+        #: (env_id, token) -> (lease record, ETag) as this process last wrote it
+        self._held: dict[tuple[str, int], tuple[dict[str, Any], str]] = {}
         import boto3
         from botocore.config import Config
 
@@ -249,14 +251,21 @@ class S3Store(LeasedStore):
             self._after_commit(env_id, runtime_config, record, max_backups=None)
 
     def _after_commit(self, env_id: str, runtime_config: bytes | None, record: dict[str, Any],
-                      max_backups: int | None) -> None:
+                      max_backups: int | None, backed_up: int | None = None) -> None:
         self._set_runtime_config(env_id, runtime_config)
         self._put(self._audit_key(env_id, record), _json(record))
         self._delete(self._key(env_id, "pending-audit.json"))
-        if max_backups is not None:
-            backups = self._keys(self._key(env_id, "backups/"))
-            for key in backups[: max(0, len(backups) - max_backups)]:
-                self._delete(key)
+        if max_backups is None:
+            return
+        if backed_up is not None and backed_up % 32:
+            # backups are keyed by consecutive generations: the one that falls out is known, no LIST
+            # needed (every 32nd save lists and prunes all, should max_backups have changed)
+            if backed_up - max_backups >= 0:
+                self._delete(self._key(env_id, f"backups/{backed_up - max_backups:012d}.json"))
+            return
+        backups = self._keys(self._key(env_id, "backups/"))
+        for key in backups[: max(0, len(backups) - max_backups)]:
+            self._delete(key)
 
     def _commit(self, env_id: str, *, lease: LeaseInfo, expected: Stored, data: bytes, generation: int,
                 runtime_config: bytes | None, record: dict[str, Any], max_backups: int) -> Any:
@@ -274,7 +283,8 @@ class S3Store(LeasedStore):
                 raise SaveConflict(f"environment {env_id!r} changed since this command loaded generation "
                                    f"{expected.generation}; nothing was saved", env_id=env_id,
                                    generation=expected.generation) from None
-            self._after_commit(env_id, runtime_config, record, max_backups)
+            self._after_commit(env_id, runtime_config, record, max_backups,
+                               backed_up=expected.generation if max_backups > 0 else None)
             return etag
 
     def _check_lease(self, env_id: str, lease: LeaseInfo) -> None:
@@ -349,9 +359,10 @@ class S3Store(LeasedStore):
             lease = LeaseInfo(env_id=env_id, holder=holder, pid=pid, command=command, acquired=now,
                               expires=now + timedelta(seconds=ttl), token=token)
             try:
-                self._put(self._key(env_id, "lease.json"), _json(_lease_json(lease)), **condition)
+                etag = self._put(self._key(env_id, "lease.json"), _json(_lease_json(lease)), **condition)
             except _Precondition:
                 return None  # another writer won the race
+            self._held[(env_id, token)] = (_lease_json(lease), etag)
             return lease
 
     def _renew(self, lease: LeaseInfo, ttl: float) -> bool:
@@ -361,13 +372,20 @@ class S3Store(LeasedStore):
                 return False
             record = {**current[0], "expires": codec.format_timestamp(self._now() + timedelta(seconds=ttl))}
             try:
-                self._put(self._key(lease.env_id, "lease.json"), _json(record), if_match=current[1])
+                etag = self._put(self._key(lease.env_id, "lease.json"), _json(record), if_match=current[1])
             except _Precondition:
                 return False
+            self._held[(lease.env_id, lease.token)] = (record, etag)
             return True
 
     def _release(self, lease: LeaseInfo) -> None:
         with self._errors("release the lease in"):
+            held = self._held.pop((lease.env_id, lease.token), None)
+            if held is not None:  # unchanged since we wrote it: release without reading it first
+                with contextlib.suppress(_Precondition):
+                    self._put(self._key(lease.env_id, "lease.json"), _json({**held[0], "released": True}),
+                              if_match=held[1])
+                    return
             current = self._lease_record(lease.env_id)
             if current is None or int(current[0].get("token", -1)) != lease.token:
                 return
