@@ -23,13 +23,12 @@ import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, TypeVar
 
-import attrs
-
-from . import ids, spec
 from .errors import DecodeError, SpecError
 
-if TYPE_CHECKING:  # cattrs is imported with the first converter (``utc_now`` users never pay for it)
+if TYPE_CHECKING:  # imported with the first converter: ``utc_now`` and the timestamp helpers need none
     import cattrs
+
+    from . import spec
 
 T = TypeVar("T")
 
@@ -45,12 +44,15 @@ _OMIT_WHEN_DEFAULT = {
     "Environment.generation",
 }
 
-_SPEC_CLASSES: tuple[type, ...] = (
-    spec.HostConfig, spec.EnvPackBinding, spec.TenantSelector, spec.RouteBinding,
-    spec.RevenueShare, spec.BundleDeployment, spec.PackListEntry, spec.Workload,
-    spec.Revision, spec.TrafficSplitEntry, spec.SplitHistoryItem, spec.TrafficSplit,
-    spec.Environment, spec.RevisionRuntimeBlock, spec.RuntimeConfig,
-)
+def _spec_classes() -> tuple[type, ...]:
+    from . import spec
+
+    return (
+        spec.HostConfig, spec.EnvPackBinding, spec.TenantSelector, spec.RouteBinding,
+        spec.RevenueShare, spec.BundleDeployment, spec.PackListEntry, spec.Workload,
+        spec.Revision, spec.TrafficSplitEntry, spec.SplitHistoryItem, spec.TrafficSplit,
+        spec.Environment, spec.RevisionRuntimeBlock, spec.RuntimeConfig,
+    )
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -183,6 +185,8 @@ def _make_converter(detailed: bool) -> cattrs.Converter:
     import cattrs
     from cattrs.errors import IterableValidationError, IterableValidationNote
 
+    from . import ids, spec
+
     conv = cattrs.Converter(detailed_validation=detailed)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(int, _strict_int)
@@ -247,12 +251,14 @@ def _make_converter(detailed: bool) -> cattrs.Converter:
     conv.register_structure_hook_factory(_is_simple_optional, optional_hook)
     conv.register_unstructure_hook_factory(_is_homogeneous_tuple, lambda tp: _unstructure_tuple(conv, tp))
 
-    for cls in _SPEC_CLASSES:
+    for cls in _spec_classes():
         _register_class(conv, cls, detailed)
     return conv
 
 
 def _unstructure_tuple(conv: cattrs.Converter, tp: Any) -> Any:
+    from . import ids
+
     item_type = tp.__args__[0]
     if item_type in (str, ids.RevisionId, ids.DeploymentId, dict[str, Any]):
         return list
@@ -260,14 +266,18 @@ def _unstructure_tuple(conv: cattrs.Converter, tp: Any) -> Any:
     return lambda value: [item_hook(item) for item in value]
 
 
-# Fields whose plain ``str`` type carries a wire format upstream checks while reading.
-_FIELD_HOOKS: dict[tuple[type, str], Any] = {
-    # PackListEntry.version is a SemVer upstream (the --bundle sentinel is "0.0.0").
-    (spec.PackListEntry, "version"): lambda v, _: ids.parse_semver(_strict_str(v), "pack_list version"),
-}
+def _field_hooks() -> dict[tuple[type, str], Any]:
+    """Fields whose plain ``str`` type carries a wire format upstream checks while reading."""
+    from . import ids, spec
+
+    return {
+        # PackListEntry.version is a SemVer upstream (the --bundle sentinel is "0.0.0").
+        (spec.PackListEntry, "version"): lambda v, _: ids.parse_semver(_strict_str(v), "pack_list version"),
+    }
 
 
 def _register_class(conv: cattrs.Converter, cls: type, detailed: bool) -> None:
+    import attrs
     from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
     fields = attrs.fields(cls)
@@ -281,7 +291,7 @@ def _register_class(conv: cattrs.Converter, cls: type, detailed: bool) -> None:
         if (n in _OMIT_WHEN_DEFAULT and n != "generation") or f"{cls.__name__}.{n}" in _OMIT_WHEN_DEFAULT
     }
     field_hooks = {
-        name: override(struct_hook=hook) for (owner, name), hook in _FIELD_HOOKS.items() if owner is cls
+        name: override(struct_hook=hook) for (owner, name), hook in _field_hooks().items() if owner is cls
     }
     base_structure = make_dict_structure_fn(cls, conv, extra=override(omit=True), **field_hooks)
     base_unstructure = make_dict_unstructure_fn(cls, conv, extra=override(omit=True), **omit)
@@ -424,6 +434,8 @@ def dumps(obj: Any) -> str:
 
 
 def load_environment(text: str | bytes) -> spec.Environment:
+    from . import spec
+
     return loads(text, spec.Environment)
 
 

@@ -733,6 +733,7 @@ CRASH_SERVER = textwrap.dedent(
 
     root, env_id = sys.argv[1], sys.argv[2]
     store = Store(root)
+    store.load(env_id)  # builds the codec's converters here, once, not in every forked worker
 
     def work() -> None:
         rnd = random.Random(os.getpid())
