@@ -179,8 +179,10 @@ def _log_tail(root: Path) -> str:
 
 
 def router_argv(root: Path, max_body_bytes: int) -> list[str]:
+    # --shutdown-timeout: on SIGTERM the router waits for requests in flight and open tunnels as
+    # long as it is let; whoever stops it bounds that (`router stop`: drain_seconds; SIGKILL after)
     return [sys.executable, "-m", "greentic_local_process.router", "--state-dir", str(router_dir(root)),
-            "--max-body-bytes", str(max_body_bytes)]
+            "--max-body-bytes", str(max_body_bytes), "--shutdown-timeout", "3600"]
 
 
 def start_router(root: Path, *, max_body_bytes: int, progress: Progress) -> dict[str, Any]:

@@ -138,3 +138,38 @@ def stop(root: Path, grace_seconds: float = 5.0) -> str:
 def revision_status(root: Path, revision_id: str) -> dict[str, Any] | None:
     current = status(root) or {}
     return (current.get("revisions") or {}).get(revision_id)
+
+
+def systemd_unit(env_id: str, root: Path, *, home: str | None = None, store_url: str | None = None) -> str:
+    """A systemd service for the environment's supervisor, the one process nothing else watches.
+
+    ``KillMode=process``: stopping or restarting the unit ends supervision only; the router and
+    the revisions keep serving and the next supervisor adopts them. ``Restart=always`` brings
+    the supervisor back, and it brings back whatever died meanwhile.
+    """
+    lines = [
+        "[Unit]",
+        f"Description=greentic-deployer local-process supervisor of environment {env_id} (router and revisions)",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={sys.executable} -m greentic_local_process.supervisor --state-dir {root}",
+        "Restart=always",
+        "RestartSec=1",
+        "KillMode=process",
+        "UMask=0077",
+        f"WorkingDirectory={root}",
+    ]
+    if home:
+        lines.append(f"Environment=GREENTIC_HOME={home}")
+    if store_url:
+        from greentic_core.store.select import redact_url
+
+        shown = redact_url(store_url)
+        if shown != store_url:
+            lines.append("# the store's password is not printed: give it in an EnvironmentFile= (0600)")
+        lines.append(f"Environment=GREENTIC_STORE={shown}")
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)

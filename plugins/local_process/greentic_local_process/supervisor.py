@@ -39,6 +39,7 @@ with its log in ``ROOT/router/router.log``. Rules:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -59,6 +60,7 @@ DIRECTORY = "supervisor"
 DESIRED_FILE = "desired.json"
 STATUS_FILE = "status.json"
 PID_FILE = "supervisor.json"
+LOCK_FILE = "supervisor.lock"
 
 TICK = 0.1  # seconds between looks at the children (an exit is seen within this)
 PROBE_INTERVAL = 1.0
@@ -149,6 +151,7 @@ class Supervisor:
         self.last_rotate = 0.0
         self.status_written = ""
         self.table_dirty = False
+        self.released: list[subprocess.Popen[bytes]] = []  # children no longer supervised: reaped
 
     # ----------------------------------------------------------------------- desired state
 
@@ -174,8 +177,11 @@ class Supervisor:
         self.desired = data
         if data.get("router") and not self.router.alive() and self.router.restart_due is None:
             self._adopt_router(data["router"])
-        elif not data.get("router") and self.router.alive():
-            self._stop_child(self.router, grace=STOP_GRACE)
+        elif not data.get("router") and self.router.pid is not None:
+            # released, not stopped: whoever asked (router stop) stops it with its own grace
+            if self.router.proc is not None:
+                self.released.append(self.router.proc)
+            self.router = Child("router")
         log.info("desired generation %s: %d revisions%s", data.get("generation"), len(revisions),
                  ", router" if data.get("router") else "")
 
@@ -257,6 +263,7 @@ class Supervisor:
 
     def tick(self) -> None:
         now = time.monotonic()
+        self.released = [proc for proc in self.released if proc.poll() is None]
         for rid, children in self.revisions.items():
             spec = self._spec(rid) or {}
             supervised = bool(spec.get("supervise", True))
@@ -269,6 +276,10 @@ class Supervisor:
             self._take_unhealthy_out_of_the_table()
         if now - self.last_rotate >= ROTATE_EVERY:
             self.last_rotate = now
+            if not os.path.isdir(self.directory):  # the environment's state was removed: nothing to keep
+                log.warning("%s is gone: stopping supervision", self.directory)
+                self.stopping = True
+                return
             self._rotate_logs()
         self.write_status()
 
@@ -403,6 +414,14 @@ class Supervisor:
     def run(self) -> int:
         from greentic_core.store import atomic_write
 
+        # one supervisor per state directory: a second one (a systemd unit started while the
+        # CLI's runs) waits for the first to end instead of supervising the same processes twice
+        lock = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another supervisor runs for %s: waiting for it to end", self.root)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_wanted", True))
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
