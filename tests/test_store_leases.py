@@ -184,3 +184,14 @@ def test_a_broken_store_plugin_is_listed_with_its_reason_and_breaks_only_its_sch
     assert used.stderr.splitlines()[0] == ("error: store plugin acme-store-etcd 0.3.0 (etcd://) cannot be loaded: "
                                            "ImportError: No module named etcd3")
     assert PASSWORD not in used.stderr
+
+
+def test_store_doctor_on_the_file_store(home: Path, tmp_path: Path) -> None:
+    doc = json.loads(cli(home, "--json", "store", "doctor").stdout)
+    assert doc["ok"] is True and [c["name"] for c in doc["checks"]] == ["reachable", "read", "write", "lease-clock"]
+    assert doc["checks"][1]["message"] == "1 environment(s)"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the home should be")
+    proc = cli(home, "--json", "--store", f"file://{blocked}", "store", "doctor")
+    assert proc.returncode == 5
+    assert json.loads(proc.stdout)["checks"][0]["status"] == "fail"

@@ -442,6 +442,28 @@ class FileStore(StoreBackend):
                 atomic_write(paths.runtime_config, snapshot.runtime_config)
             atomic_write(paths.environment, snapshot.document)  # last: the environment exists from here on
 
+    def doctor(self) -> list[tuple[str, bool, str]]:
+        """The root exists (or can be created), is readable, and a file can be written in it."""
+        try:
+            _makedirs(self.root)
+        except OSError as exc:
+            return [("reachable", False, f"cannot create {self.root}: {_describe(exc)}")]
+        checks = [("reachable", True, str(self.root))]
+        try:
+            count = len(self.list())
+            checks.append(("read", True, f"{count} environment(s)"))
+        except GreenticError as exc:
+            checks.append(("read", False, exc.message))
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".greentic-doctor-", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+            checks.append(("write", True, "can create files (probe removed)"))
+        except OSError as exc:
+            checks.append(("write", False, f"cannot write in {self.root}: {_describe(exc)}"))
+        checks.append(("lease-clock", True, "file locks are held by the kernel: no clock involved"))
+        return checks
+
     # ----------------------------------------------------------------- attachments
 
     def _attachment_path(self, env_id: str, name: str) -> Path:
