@@ -152,6 +152,15 @@ class Supervisor:
         self.status_written = ""
         self.table_dirty = False
         self.released: list[subprocess.Popen[bytes]] = []  # children no longer supervised: reaped
+        self.identity = self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the supervisor directory: another one, or none, means it was removed."""
+        try:
+            info = os.lstat(self.directory)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
 
     # ----------------------------------------------------------------------- desired state
 
@@ -276,7 +285,7 @@ class Supervisor:
             self._take_unhealthy_out_of_the_table()
         if now - self.last_rotate >= ROTATE_EVERY:
             self.last_rotate = now
-            if not os.path.isdir(self.directory):  # the environment's state was removed: nothing to keep
+            if self._identity() != self.identity:  # the state directory was removed (or replaced)
                 log.warning("%s is gone: stopping supervision", self.directory)
                 self.stopping = True
                 return
