@@ -13,18 +13,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterable
-
-import attrs
+from typing import Iterable, NamedTuple
 
 GROUP = "greentic.deployers"
 CACHE_ENV = "GREENTIC_CACHE_DIR"
 CACHE_FORMAT = 1
 
 
-@attrs.frozen
-class EntryPointInfo:
-    """One discovered entry point (metadata only, nothing imported)."""
+class EntryPointInfo(NamedTuple):
+    """One discovered entry point (metadata only, nothing imported). A NamedTuple: listing
+    names (``--help``, completion) imports no attrs."""
 
     name: str
     value: str
@@ -92,7 +90,7 @@ def discover(group: str = GROUP, *, use_cache: bool = True, cache_dir: Path | No
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "entry_points": [attrs.asdict(e) for e in found]}))
+        tmp.write_text(json.dumps({"key": key, "entry_points": [e._asdict() for e in found]}))
         os.replace(tmp, cache_file)
     except OSError:
         pass  # a read-only home only costs a rescan next time

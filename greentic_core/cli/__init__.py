@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import attrs
 import click
 
 from .. import __version__
@@ -37,22 +36,25 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
-@attrs.define
 class CliContext:
-    """Global options and lazily created services shared by every command."""
+    """Global options and lazily created services shared by every command. A plain class, not
+    attrs: the CLI shell (``--help``, ``--version``, completing a command name) imports no attrs."""
 
-    home: Path | None = None
-    store_url: str | None = None
-    lock_ttl: float | None = None
-    lock_timeout: float | None = None
-    json_mode: bool = False
-    debug: bool = False
-    actor: str = ""
-    no_plugin: tuple[str, ...] = ()
-    out: Output = attrs.field(factory=Output)
-    _registry: Any = None
-    _store: Any = None
-    _opened: list[Any] = attrs.field(factory=list)
+    def __init__(self, *, home: Path | None = None, store_url: str | None = None, lock_ttl: float | None = None,
+                 lock_timeout: float | None = None, json_mode: bool = False, debug: bool = False, actor: str = "",
+                 no_plugin: tuple[str, ...] = (), out: Output | None = None) -> None:
+        self.home = home
+        self.store_url = store_url
+        self.lock_ttl = lock_ttl
+        self.lock_timeout = lock_timeout
+        self.json_mode = json_mode
+        self.debug = debug
+        self.actor = actor
+        self.no_plugin = no_plugin
+        self.out = out if out is not None else Output(json_mode=json_mode)
+        self._registry: Any = None
+        self._store: Any = None
+        self._opened: list[Any] = []
 
     def registry(self):
         if self._registry is None:

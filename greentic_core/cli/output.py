@@ -8,8 +8,6 @@ from typing import Any, Callable
 
 from typing import TYPE_CHECKING
 
-import attrs
-
 from ..errors import bounded
 
 if TYPE_CHECKING:
@@ -39,11 +37,13 @@ def _printable(text: str, stream: Any) -> str:
             return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
-@attrs.define
 class Output:
-    json_mode: bool = False
-    _stdout: "Console | None" = None
-    _stderr: "Console | None" = None
+    """Where a command's result, notes and errors go (a plain class: the CLI shell imports no attrs)."""
+
+    def __init__(self, json_mode: bool = False) -> None:
+        self.json_mode = json_mode
+        self._stdout: "Console | None" = None
+        self._stderr: "Console | None" = None
 
     @property
     def stdout(self) -> "Console":
