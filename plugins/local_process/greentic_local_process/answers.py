@@ -44,6 +44,11 @@ ANSWERS_SCHEMA: dict[str, Any] = {
             "description": "Variables of the caller's environment a revision process gets (names, or "
                            "PREFIX* patterns); recorded when the revision is staged. workload.env is laid over them.",
         },
+        "router_admin_port": {
+            "type": "integer", "minimum": 0, "maximum": 65535, "default": 0,
+            "description": "The router's admin port on 127.0.0.1 (status, reload, /metrics); 0: a free port at each "
+                           "start. Fix it to scrape /metrics from a static Prometheus config.",
+        },
         "router_max_body_bytes": {
             "type": "integer", "minimum": 0, "default": 64 * 1024 * 1024,
             "description": "Largest request body the router accepts (413 above).",
@@ -61,6 +66,7 @@ class Answers:
     listen_addr: str | None = None
     state_dir: Path | None = None
     router_max_body_bytes: int = 64 * 1024 * 1024
+    router_admin_port: int = 0
     pass_env: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER", "LOGNAME")
 
     @classmethod

@@ -169,7 +169,8 @@ def greentic_drain_revision(env, revision_id, answers, state_dir, progress, time
     stopped = processes.stop(root, revision_id, parsed.stop_grace_seconds)
     _unsupervise(root, revision_id, progress)
     listen = router_control.listen_addr(env, parsed.listen_addr)
-    router_control.refresh(root, env, listen, max_body_bytes=parsed.router_max_body_bytes, progress=progress)
+    router_control.refresh(root, env, listen, max_body_bytes=parsed.router_max_body_bytes, progress=progress,
+                           admin_port=parsed.router_admin_port)
     return DrainOutcome(detail={"stopped": stopped, "waited_seconds": round(time.monotonic() - started, 3),
                                 "in_flight_at_stop": waited_for})
 
@@ -185,7 +186,8 @@ def greentic_archive_revision(env, revision_id, answers, state_dir, progress):
     processes.remove(root, revision_id, keep_logs=parsed.keep_logs)
     if stopped != "not-running":
         listen = router_control.listen_addr(env, parsed.listen_addr)
-        router_control.refresh(root, env, listen, max_body_bytes=parsed.router_max_body_bytes, progress=progress)
+        router_control.refresh(root, env, listen, max_body_bytes=parsed.router_max_body_bytes, progress=progress,
+                           admin_port=parsed.router_admin_port)
     return ArchiveOutcome(detail={"stopped": stopped})
 
 
@@ -207,6 +209,7 @@ def greentic_apply_traffic_split(env, deployment_id, answers, state_dir, progres
     listen = router_control.listen_addr(env, parsed.listen_addr)
     table = router_control.build_table(env, root, listen, only=deployment_id, previous=router_control.read_table(root))
     status = router_control.apply_table(root, table, max_body_bytes=parsed.router_max_body_bytes, progress=progress,
+                                        admin_port=parsed.router_admin_port,
                                         timeout=timeout if timeout is not None else 10.0)
     enforced = status.get("deployments", {}).get(deployment_id, {}).get("weights", {})
     return TrafficSplitOutcome(

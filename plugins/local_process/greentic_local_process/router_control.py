@@ -178,20 +178,20 @@ def _log_tail(root: Path) -> str:
     return " | ".join(line for line in lines[-8:] if line.strip()) or "(empty router log)"
 
 
-def router_argv(root: Path, max_body_bytes: int) -> list[str]:
+def router_argv(root: Path, max_body_bytes: int, admin_port: int = 0) -> list[str]:
     # --shutdown-timeout: on SIGTERM the router waits for requests in flight and open tunnels as
     # long as it is let; whoever stops it bounds that (`router stop`: drain_seconds; SIGKILL after)
     return [sys.executable, "-m", "greentic_local_process.router", "--state-dir", str(router_dir(root)),
-            "--max-body-bytes", str(max_body_bytes), "--shutdown-timeout", "3600"]
+            "--max-body-bytes", str(max_body_bytes), "--shutdown-timeout", "3600", "--admin-port", str(admin_port)]
 
 
-def start_router(root: Path, *, max_body_bytes: int, progress: Progress) -> dict[str, Any]:
+def start_router(root: Path, *, max_body_bytes: int, progress: Progress, admin_port: int = 0) -> dict[str, Any]:
     """Have the environment's supervisor run the router (it restarts it whenever it exits), and
     wait until it listens."""
     from . import supervision
 
     files.private_dir(root, "router")
-    argv = router_argv(root, max_body_bytes)
+    argv = router_argv(root, max_body_bytes, admin_port)
     supervision.update(root, lambda want: want.__setitem__("router", {"argv": argv}), progress)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -207,7 +207,7 @@ def start_router(root: Path, *, max_body_bytes: int, progress: Progress) -> dict
     raise ProviderTimeout(f"the router did not start within {START_TIMEOUT:g}s: {_log_tail(root)}")
 
 
-def apply_table(root: Path, table: dict[str, Any], *, max_body_bytes: int, progress: Progress,
+def apply_table(root: Path, table: dict[str, Any], *, max_body_bytes: int, progress: Progress, admin_port: int = 0,
                 timeout: float = 10.0) -> dict[str, Any]:
     """Write the table, make the router (started on first need) load it, wait for its generation."""
     write_table(root, table)
@@ -216,7 +216,7 @@ def apply_table(root: Path, table: dict[str, Any], *, max_body_bytes: int, progr
         stop_router(root, grace_seconds=5.0)  # the listen address changed: restart
         state = None
     if state is None:
-        state = start_router(root, max_body_bytes=max_body_bytes, progress=progress)
+        state = start_router(root, max_body_bytes=max_body_bytes, progress=progress, admin_port=admin_port)
     else:
         admin_request(state, "POST", "/reload", directory=router_dir(root))
     deadline = time.monotonic() + timeout
@@ -231,12 +231,13 @@ def apply_table(root: Path, table: dict[str, Any], *, max_body_bytes: int, progr
         time.sleep(0.05)
 
 
-def refresh(root: Path, env: Environment, listen: str, *, max_body_bytes: int, progress: Progress) -> None:
+def refresh(root: Path, env: Environment, listen: str, *, max_body_bytes: int, progress: Progress,
+            admin_port: int = 0) -> None:
     """Rewrite addresses after a process started or stopped (only when a router runs)."""
     if running_router(root) is None:
         return
     table = build_table(env, root, listen, only="", previous=read_table(root))
-    apply_table(root, table, max_body_bytes=max_body_bytes, progress=progress)
+    apply_table(root, table, max_body_bytes=max_body_bytes, progress=progress, admin_port=admin_port)
 
 
 def stop_router(root: Path, grace_seconds: float = 10.0) -> str:

@@ -85,3 +85,24 @@ def test_the_supervisor_ends_when_its_state_directory_is_removed(tmp_path: Path)
 
     wait_dead(pid, timeout=10)
     del rid
+
+
+def test_a_fixed_admin_port_survives_a_router_restart(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from router_helpers import free_port
+    from test_provider import LP
+
+    port = free_port()
+    lp = LP(tmp_path, router_admin_port=port)
+    try:
+        rid = lp.warmed()
+        lp.traffic((rid, 10000))
+        first = lp.router_state()
+        assert first["admin"] == f"127.0.0.1:{port}"
+        os.kill(first["pid"], signal.SIGKILL)
+        wait_for(lambda: (lp.router_state() or {}).get("pid") not in (None, first["pid"]), 10, "the restarted router")
+        assert lp.router_state()["admin"] == f"127.0.0.1:{port}"  # a static scrape config keeps working
+    finally:
+        assert not lp.close()
