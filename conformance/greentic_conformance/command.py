@@ -53,7 +53,9 @@ def _absolute(path: Path | None) -> Path | None:
 
 @click.command("conformance", context_settings={"help_option_names": ["-h", "--help"],
                                                "ignore_unknown_options": True})
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--store", "store_url", metavar="URL",
+              help="Run the store contract suite against this store instead (it must be initialised).")
 @click.option("--answers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON answers for real infrastructure (default: the deployer's own sandbox).")
 @click.option("--junitxml", type=click.Path(dir_okay=False, path_type=Path),
@@ -62,19 +64,29 @@ def _absolute(path: Path | None) -> Path | None:
               help="Write the JSON conformance report to this file.")
 @click.option("--strict", is_flag=True, help="Fail every check the deployer waives.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def conformance(name: str, answers: Path | None, junitxml: Path | None, report: Path | None, strict: bool,
-                pytest_args: tuple[str, ...]) -> None:
+def conformance(name: str | None, store_url: str | None, answers: Path | None, junitxml: Path | None,
+                report: Path | None, strict: bool, pytest_args: tuple[str, ...]) -> None:
     """Run the conformance checks against the installed deployer NAME (its entry-point name).
 
     Other arguments go to pytest unchanged (e.g. `-- -k warm -v`). Exits with pytest's
     status: 0 all checks passed, 1 a check failed, 4 usage error, 5 nothing collected.
     """
+    if (name is None) == (store_url is None):
+        raise click.UsageError("name a deployer (NAME) or a store (--store URL), one of the two")
     with tempfile.TemporaryDirectory(prefix="greentic-conformance-") as tmp:
         ini = Path(tmp) / "pytest.ini"
         ini.write_text("[pytest]\njunit_suite_name = greentic-conformance\n")
-        cmd = pytest_command(name, answers=_absolute(answers), junitxml=_absolute(junitxml),
-                             report=_absolute(report), strict=strict, extra=pytest_args, ini=ini)
         env = dict(os.environ)
+        if store_url is not None:  # the store contract suite: no deployer involved
+            cmd = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", tmp, "-p", "no:cacheprovider",
+                   "--pyargs", "greentic_conformance.store_suite", "-rfE"]
+            if junitxml is not None:
+                cmd += ["--junitxml", str(_absolute(junitxml))]
+            cmd += list(pytest_args)
+            env["GREENTIC_CONFORMANCE_STORE"] = store_url  # not in argv: the URL may carry a password
+        else:
+            cmd = pytest_command(name, answers=_absolute(answers), junitxml=_absolute(junitxml),
+                                 report=_absolute(report), strict=strict, extra=pytest_args, ini=ini)
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the conformance plugin, whatever else is installed
         env.pop("PYTEST_ADDOPTS", None)
         proc = subprocess.Popen(cmd, cwd=tmp, env=env)

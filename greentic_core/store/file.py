@@ -354,8 +354,10 @@ class FileStore(StoreBackend):
     scheme = "file"
     lease_expires = False
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, max_backups: int = DEFAULT_MAX_BACKUPS,
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, max_backups: int | None = None,
                  options: StoreOptions | None = None) -> None:
+        if max_backups is None:  # the options' bound, else the default
+            max_backups = options.max_backups if options is not None else DEFAULT_MAX_BACKUPS
         if max_backups < 0:
             raise ValueError("max_backups must be >= 0")
         self.root = _expanduser(Path(root)) if root is not None else default_root()
