@@ -96,6 +96,13 @@ def _load(doc: dict[str, Any]) -> Figures:
     ]
 
 
+def _cli(doc: dict[str, Any]) -> Figures:
+    rows = [(r["command"], f"{r['median_ms']:.0f} ms ({r['ratio']:.2f}x import pluggy)"
+             + (f", goal {r['goal']}: {'ok' if r['ok'] else 'MISSED'}" if r["goal"] else "")) for r in doc["rows"]]
+    rows.append(("goals", "met" if doc["goals_met"] else "MISSED"))
+    return rows
+
+
 def _generic(text: str) -> Figures:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     picked = [line for line in lines if re.search(r"\bgoal\b|\bok\b|MISSED|verdict", line, re.IGNORECASE)]
@@ -133,6 +140,9 @@ KNOWN: dict[str, Bench] = {
                                         if (m := _missing_modules("moto", "greentic_aws")) else None)),
     "k8s_calls": Bench(missing=lambda: (f"missing Python modules {', '.join(m)} (`pip install -e 'plugins/k8s[test]'`)"
                                         if (m := _missing_modules("greentic_k8s")) else None)),
+    "cli": Bench(args=["--json"], quick_args=["--runs", "3"], parse=_cli,
+                 missing=lambda: (f"missing Python modules {', '.join(m)}"
+                                  if (m := _missing_modules("greentic_local_process")) else None)),
     "load": Bench(args=["--json"], quick_args=["--quick"], parse=_load,
                   missing=lambda: (f"missing Python modules {', '.join(m)}"
                                    if (m := _missing_modules("greentic_local_process", "aiohttp")) else None)),
