@@ -315,7 +315,10 @@ def _report(ctx: click.Context, kind: str, message: str, hint: str | None, doc: 
     obj.out.error(kind, message, hint, doc)
 
 
-@click.group(cls=GreenticGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GreenticGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="--json, --home, --store, --lock-ttl, --lock-timeout, --debug and --actor may also follow "
+                    "the command (greentic-deployer revision list dev --json). Shell completion: "
+                    "greentic-deployer completion bash|zsh|fish.")
 @click.version_option(__version__, prog_name="greentic-deployer")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="GREENTIC_HOME",
               help="Store root (default ~/.greentic; environments live in HOME/environments).")
