@@ -436,8 +436,11 @@ def register(cli: click.Group) -> None:
     @click.argument("env_id", shell_complete=complete_env)
     @click.argument("revision_ref", metavar="REVISION", shell_complete=complete_revision)
     @click.option("--deployment", "deployment_ref", metavar="DEPLOYMENT", shell_complete=complete_deployment, help="Look REVISION up in this deployment.")
+    @click.option("--observe", is_flag=True,
+                  help="Also ask the provider what it really has for the revision (present, serving, "
+                       "replicas, restarts), as `env observe` does.")
     @click.pass_obj
-    def revision_show(obj, env_id, revision_ref, deployment_ref) -> None:
+    def revision_show(obj, env_id, revision_ref, deployment_ref, observe) -> None:
         """Show one revision document (REVISION: id, unique prefix or `latest`)."""
         from ..references import resolve_revision
 
@@ -445,7 +448,15 @@ def register(cli: click.Group) -> None:
         dep = resolve_deployment(env, deployment_ref) if deployment_ref else None
         rev = env.revision(resolve_revision(env, revision_ref, dep))
         doc = _revision_json(rev)
-        obj.out.result({"ok": True, "revision": doc}, lambda c: c.print(json.dumps(doc, indent=2), markup=False))
+        data: dict[str, Any] = {"ok": True, "revision": doc}
+        if observe:
+            seen = _operator(obj, _command_line()).observe(env_id).revisions.get(rev.revision_id)
+            data["observed"] = None if seen is None else {
+                "present": seen.present, "serving": seen.serving, "ready_replicas": seen.ready_replicas,
+                "desired_replicas": seen.desired_replicas, "detail": seen.detail,
+                **({"restarts": dict(seen.restarts)} if seen.restarts is not None else {})}
+        shown = data if observe else doc
+        obj.out.result(data, lambda c: c.print(json.dumps(shown, indent=2), markup=False))
 
     # ------------------------------------------------------------------ traffic
 

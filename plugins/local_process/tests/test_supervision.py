@@ -254,3 +254,25 @@ def test_the_supervisors_death_leaves_everything_running_and_the_next_one_adopts
     wait_for(lambda: lp.record(rid) is not None and lp.record(rid).pid != revision_pid and lp.get()[0] == 200, 5,
              "the adopted revision to come back")
     assert revision_status(lp, rid)["replicas"][0]["last_exit"].startswith("gone (adopted")
+
+
+def test_revision_show_observe_reports_restarts(tmp_path: Path) -> None:
+    from greentic_local_process.sandbox import cleanup
+    from test_reliability_local import LocalCli
+
+    lc = LocalCli(tmp_path)
+    try:
+        [rid] = lc.setup(1)
+        pid = processes.read_record(lc.state, rid).pid
+        kill(pid)
+        wait_for(lambda: (supervision.revision_status(lc.state, rid) or {}).get("restarts") == 1
+                 and supervision.revision_status(lc.state, rid)["replicas"][0]["state"] == "running", 10,
+                 "the restart")
+        shown = lc.json("revision", "show", "dev", rid, "--observe")
+        assert shown["revision"]["revision_id"] == rid
+        observed = shown["observed"]
+        assert observed["serving"] is True and observed["restarts"]["count"] == 1
+        assert observed["restarts"]["last_exit"] == "signal SIGKILL"
+        assert "observed" not in lc.json("revision", "show", "dev", rid)  # not asked: the provider is not called
+    finally:
+        cleanup(lc.state, 2.0)
