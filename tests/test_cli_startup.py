@@ -116,3 +116,18 @@ def test_plugins_list_does_not_decode_documents_or_run_the_operator(home):
     modules = imported(home[1], "--json", "plugins", "list")
     assert loaded(modules, NEVER_ON_READ + ("cattrs", "rich")) == []
     assert "greentic_core.registry" in modules
+
+
+def test_completing_a_revision_reads_the_store_without_the_operator_or_plugins(home):
+    env = {**home[1], "COMP_WORDS": "greentic-deployer revision show dev ", "COMP_CWORD": "4",
+           "_GREENTIC_DEPLOYER_COMPLETE": "bash_complete"}
+    modules = imported(env)
+    assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY + RICH) == []
+    assert "greentic_core.spec" in modules  # it did read the environment
+
+
+def test_completing_a_command_name_imports_no_document_code(home):
+    env = {**home[1], "COMP_WORDS": "greentic-deployer rev", "COMP_CWORD": "1", "_GREENTIC_DEPLOYER_COMPLETE": "bash_complete"}
+    modules = imported(env)
+    assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY + DECODING + RICH + TYPES) == []
+    assert "click.shell_completion" in modules and "greentic_core.cli.operator_commands" in modules  # it ran
