@@ -185,7 +185,7 @@ def test_unlock_force_breaks_a_lease_audited_and_its_holder_cannot_save(backend:
 
 
 def test_the_lease_is_renewed_while_a_long_command_runs(backend: Backend) -> None:
-    s = backend.store(lock_ttl=1.0)
+    s = backend.store(lock_ttl=3.0)
     if not s.lease_expires:
         pytest.skip("a flock never expires, so it is never renewed")
     other = backend.store(lock_timeout=0.0)
