@@ -122,12 +122,12 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
 class Nginx:
     """One nginx in the foreground with its own prefix directory and config."""
 
-    def __init__(self, workdir: Path, name: str, http_body: str) -> None:
+    def __init__(self, workdir: Path, name: str, http_body: str, workers: int = 1) -> None:
         self.prefix = workdir / name
         (self.prefix / "tmp").mkdir(parents=True)
         self.conf = self.prefix / "nginx.conf"
         self.conf.write_text(f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {self.prefix}/nginx.pid;
 error_log {self.prefix}/error.log warn;
@@ -364,12 +364,102 @@ def compare_with_baseline(current: str, baseline: str, seconds: float, rounds: i
     return {"runs": rps, "medians": medians, "ratio": round(medians["router 1w"] / medians["baseline 1w"], 3)}
 
 
+def nginx_proxy_config(port: int, b1: int, b2: int, ws_address: str) -> str:
+    """nginx as the equivalent reverse proxy: the 90/10 split, keep-alive upstreams, X-Forwarded-*,
+    and a WebSocket location (Upgrade passed on) to the echo server."""
+    return f"""
+    upstream split {{
+        server 127.0.0.1:{b1} weight=9;
+        server 127.0.0.1:{b2} weight=1;
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://split;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            add_header X-Greentic-Revision $upstream_addr;
+        }}
+        location /ws {{
+            proxy_pass http://{ws_address};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 3600s;
+        }}
+    }}
+"""
+
+
+class WebSocketEcho:
+    """An aiohttp WebSocket echo server in its own process (the backend of the WebSocket runs)."""
+
+    def __init__(self) -> None:
+        code = (
+            "import asyncio, sys\n"
+            "from aiohttp import web\n"
+            "async def ws(request):\n"
+            "    r = web.WebSocketResponse(); await r.prepare(request)\n"
+            "    async for m in r: await r.send_str(m.data)\n"
+            "    return r\n"
+            "async def ok(request): return web.Response(text='ok')\n"
+            "app = web.Application(); app.add_routes([web.get('/ws', ws), web.get('/', ok)])\n"
+            "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)\n"
+        )
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.port)], stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_listening(self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def websocket_rate(url: str, seconds: float, connections: int = 16) -> dict[str, Any]:
+    """Echoed messages per second: ``connections`` clients each sending a message and waiting for
+    its echo, for ``seconds`` (aiohttp's client, in a separate process)."""
+    code = (
+        "import asyncio, json, sys, time\n"
+        "import aiohttp\n"
+        "async def one(session, url, until, counts):\n"
+        "    async with session.ws_connect(url) as ws:\n"
+        "        n = 0\n"
+        "        while time.monotonic() < until:\n"
+        "            await ws.send_str('x' * 64); await ws.receive(); n += 1\n"
+        "        counts.append(n)\n"
+        "async def main(url, seconds, conns):\n"
+        "    counts = []\n"
+        "    async with aiohttp.ClientSession() as s:\n"
+        "        until = time.monotonic() + seconds\n"
+        "        await asyncio.gather(*(one(s, url, until, counts) for _ in range(conns)))\n"
+        "    print(json.dumps({'messages': sum(counts)}))\n"
+        "asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))\n"
+    )
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code, url, str(seconds), str(connections)], capture_output=True,
+                         text=True, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"websocket client failed against {url}: {out.stderr[-500:]}")
+    messages = json.loads(out.stdout)["messages"]
+    return {"messages": messages, "per_second": round(messages / seconds), "elapsed": round(time.monotonic() - started, 1)}
+
+
 def run(seconds: float, baseline_ref: str | None = None) -> dict[str, Any]:
     ensure_tools()
     started = datetime.now(timezone.utc)
     workdir = Path(tempfile.mkdtemp(prefix="greentic-router-bench-"))
     nginxes: list[Nginx] = []
     routers: list[Router] = []
+    ws_backend: WebSocketEcho | None = None
+    ws_router: Router | None = None
     report: dict[str, Any] = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -382,31 +472,16 @@ def run(seconds: float, baseline_ref: str | None = None) -> dict[str, Any]:
     server {{ listen 127.0.0.1:{b1}; location / {{ return 200 "ok\\n"; }} }}
     server {{ listen 127.0.0.1:{b2}; location / {{ return 200 "ok\\n"; }} }}
 """))
-        nginxes.append(Nginx(workdir, "proxy", f"""
-    upstream split {{
-        server 127.0.0.1:{b1} weight=9;
-        server 127.0.0.1:{b2} weight=1;
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{proxy_port};
-        location / {{
-            proxy_pass http://split;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            add_header X-Greentic-Revision $upstream_addr;
-        }}
-    }}
-"""))
-        for port in (b1, b2, proxy_port):
+        ws_backend = WebSocketEcho()
+        proxy2_port = free_port()
+        for name, port, workers in (("proxy", proxy_port, 1), ("proxy-2w", proxy2_port, 2)):
+            nginxes.append(Nginx(workdir, name, nginx_proxy_config(port, b1, b2, ws_backend.address), workers=workers))
+        for port in (b1, b2, proxy_port, proxy2_port):
             wait_listening(port)
         backends = [f"127.0.0.1:{b1}", f"127.0.0.1:{b2}"]
         routers.append(Router(workdir, "router-1w", backends, workers=1))
         routers.append(Router(workdir, "router-2w", backends, workers=2))
+        ws_router = Router(workdir, "router-ws", [ws_backend.address, ws_backend.address], workers=1)
         if baseline_ref:
             baseline = Router(workdir, "baseline-1w", backends, workers=1,
                               pythonpath=extract_baseline(baseline_ref, workdir))
@@ -418,6 +493,7 @@ def run(seconds: float, baseline_ref: str | None = None) -> dict[str, Any]:
         targets = {
             "direct": f"http://127.0.0.1:{b1}/",
             "nginx": f"http://127.0.0.1:{proxy_port}/",
+            "nginx 2w": f"http://127.0.0.1:{proxy2_port}/",
             "router 1w": f"http://{routers[0].listen}/",
             "router 2w": f"http://{routers[1].listen}/",
         }
@@ -427,9 +503,24 @@ def run(seconds: float, baseline_ref: str | None = None) -> dict[str, Any]:
         report["max"] = {name: measure_max(url, seconds) for name, url in targets.items()}
         nginx_rps = report["max"]["nginx"]["rps"]
         report["ratios"] = {name: round(report["max"][name]["rps"] / nginx_rps, 3) for name in ("router 1w", "router 2w")}
+        # at equal worker counts: router N workers against nginx N workers
+        report["equal_workers"] = {
+            "1": round(report["max"]["router 1w"]["rps"] / nginx_rps, 3),
+            "2": round(report["max"]["router 2w"]["rps"] / report["max"]["nginx 2w"]["rps"], 3),
+        }
         half = nginx_rps / 2
         report["half_nginx_rps"] = round(half)
-        report["at_half"] = {name: p99_at_rate(url, half, seconds, paced) for name, url in targets.items()}
+        report["at_half"] = {name: p99_at_rate(url, half, seconds, paced) for name, url in targets.items()
+                             if name != "nginx 2w"}
+        half2 = report["max"]["nginx 2w"]["rps"] / 2
+        report["half_nginx_2w_rps"] = round(half2)
+        report["at_half_2w"] = {name: p99_at_rate(targets[name], half2, seconds, paced)
+                                for name in ("nginx 2w", "router 2w")}
+        report["websocket"] = {
+            "direct": websocket_rate(f"ws://{ws_backend.address}/ws", seconds),
+            "nginx": websocket_rate(f"ws://127.0.0.1:{proxy_port}/ws", seconds),
+            "router": websocket_rate(f"ws://{ws_router.listen}/ws", seconds),
+        }
         report["at_half_own"] = {
             name: p99_at_rate(targets[name], report["max"][name]["rps"] / 2, seconds, paced)
             for name in ("router 1w", "router 2w")
@@ -440,8 +531,12 @@ def run(seconds: float, baseline_ref: str | None = None) -> dict[str, Any]:
     finally:
         for router in routers:
             router.stop()
+        if ws_router is not None:
+            ws_router.stop()
         for server in nginxes:
             server.stop()
+        if ws_backend is not None:
+            ws_backend.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -458,12 +553,19 @@ def render(report: dict[str, Any]) -> str:
     for name, r in report["max"].items():
         lines.append(f"{name:<12}{r['rps']:>10,.0f}{r['p50_ms']:>8.2f}ms{r['p99_ms']:>8.2f}ms"
                      f"{r['non_2xx'] + r['socket_errors']:>8}")
-    lines.append("ratio router/nginx (req/s): " + ", ".join(f"{k} {v:.2f}x" for k, v in report["ratios"].items()))
+    lines.append("ratio router/nginx 1 worker (req/s): " + ", ".join(f"{k} {v:.2f}x" for k, v in report["ratios"].items()))
+    lines.append("at equal worker counts (router N workers / nginx N workers): "
+                 + ", ".join(f"N={k}: {v:.2f}x" for k, v in report["equal_workers"].items()))
     lines.append(f"(2) p99 at half of nginx's max rate ({report['half_nginx_rps']:,} req/s offered; "
                  "wrk, 1 ms delay() per request, connections calibrated)")
     for name, r in report["at_half"].items():
         note = ("  SATURATED (cannot sustain the rate)" if r["saturated"]
                 else "  (off the target by > 10 %)" if r["off_target"] else "")
+        lines.append(f"{name:<12}achieved {r['rps']:>9,.0f} req/s with -c{r['connections']:<4} p50 {r['p50_ms']:.2f} ms"
+                     f"  p99 {r['p99_ms']:.2f} ms{note}")
+    lines.append(f"    at half of nginx 2w's max rate ({report['half_nginx_2w_rps']:,} req/s offered):")
+    for name, r in report["at_half_2w"].items():
+        note = "  SATURATED" if r["saturated"] else "  (off the target by > 10 %)" if r["off_target"] else ""
         lines.append(f"{name:<12}achieved {r['rps']:>9,.0f} req/s with -c{r['connections']:<4} p50 {r['p50_ms']:.2f} ms"
                      f"  p99 {r['p99_ms']:.2f} ms{note}")
     lines.append("    and at half of its own max rate:")
@@ -479,6 +581,10 @@ def render(report: dict[str, Any]) -> str:
                      f"{r['socket_errors']} socket errors, {r['reloads_ok']} reloads accepted "
                      f"({r['reloads_failed']} refused), generation {r['generations'][0]} -> {r['generations'][1]}: "
                      f"{verdict}")
+    ws = report["websocket"]
+    lines.append("(5) WebSocket echo, 16 connections, 64-byte messages (aiohttp client): "
+                 + ", ".join(f"{k} {v['per_second']:,} msg/s" for k, v in ws.items())
+                 + f"; router/nginx {ws['router']['per_second'] / max(1, ws['nginx']['per_second']):.2f}x")
     if "baseline" in report:
         b = report["baseline"]
         lines.append(f"(4) against the router at {b['ref']} (alternating, medians of {len(b['runs']['router 1w'])}): "
