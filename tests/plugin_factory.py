@@ -120,12 +120,21 @@ def module_names(modules: Iterable[str]) -> list[str]:
     return names
 
 
-def forget_modules(prefixes: Iterable[str]) -> None:
-    """Remove modules (and their submodules) from ``sys.modules`` so a later test imports afresh."""
+def forget_modules(prefixes: Iterable[str], under: Path | None = None) -> None:
+    """Remove modules (and their submodules) from ``sys.modules`` so a later test imports afresh.
+
+    ``under``: only the modules loaded from files in that directory. A test distribution may
+    shadow a real package name (a fake ``botocore``); forgetting by name alone would also drop
+    the real package's submodules, and a later import of them would make new exception classes
+    that ``except`` clauses written against the old ones no longer catch."""
     prefixes = tuple(prefixes)
+    root = str(under.resolve()) + "/" if under is not None else None
     for name in list(sys.modules):
         if any(name == p or name.startswith(p + ".") for p in prefixes):
-            del sys.modules[name]
+            module = sys.modules[name]
+            origin = getattr(module, "__file__", None) or ""
+            if root is None or str(Path(origin).resolve()).startswith(root):
+                del sys.modules[name]
 
 
 def good_plugin_source(

@@ -90,7 +90,7 @@ def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(root))
     installed = Site(root)
     yield installed
-    forget_modules(installed.modules)
+    forget_modules(installed.modules, under=root)
 
 
 @pytest.fixture
