@@ -17,11 +17,12 @@ somewhere else, so:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from greentic_core import ProviderError
 
@@ -106,6 +107,16 @@ def read_text(path: Path) -> str:
     fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
     with open(fd, "r", errors="replace") as handle:
         return handle.read()
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file, never through a symlink; None when absent, unreadable or not
+    an object (provider state files are rewritten atomically, so a bad one is a stale one)."""
+    try:
+        data = json.loads(read_text(path))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def remove_dir(directory: Path, *, keep: tuple[str, ...] = ()) -> None:

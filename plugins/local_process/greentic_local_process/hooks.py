@@ -193,7 +193,7 @@ def greentic_archive_revision(env, revision_id, answers, state_dir, progress):
 
 @hookimpl
 def greentic_apply_traffic_split(env, deployment_id, answers, state_dir, progress, timeout):
-    from . import processes, router_control
+    from . import router_control
 
     parsed, root = _root(answers, state_dir)
     split = env.split_for(deployment_id)

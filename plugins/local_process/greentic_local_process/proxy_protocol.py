@@ -249,19 +249,11 @@ class ClientConn(asyncio.Protocol):
         self.active = None
         self.queue = None
         if ex is not None and not ex.done:
-            ex.done = True
             if ex.tunnel:  # the client closed its tunnel: a normal end
+                ex.done = True
                 _end_tunnel(ex)
                 return
-            if ex.counted:
-                stats = ex.target.stats
-                stats.in_flight -= 1
-                stats.client_aborts += 1
-            up = ex.upstream
-            if up is not None:
-                ex.upstream = None
-                up.ex = None
-                up.abort()
+            _abandon(ex)
 
     def eof_received(self) -> bool | None:
         ex = self.upgrading
@@ -836,17 +828,7 @@ class ClientConn(asyncio.Protocol):
             return
         ex = self.active
         if ex is not None and not ex.done:
-            ex.done = True
-            if ex.counted:
-                stats = ex.target.stats
-                stats.in_flight -= 1
-                stats.client_aborts += 1
-                ex.counted = False
-            up = ex.upstream
-            if up is not None:
-                ex.upstream = None
-                up.ex = None
-                up.abort()
+            _abandon(ex)
             if ex.head_sent:  # an answer is already streaming: it cannot be completed
                 self._shut(abort=True)
                 return
@@ -907,17 +889,7 @@ class ClientConn(asyncio.Protocol):
         if ex is not self.active or ex.done:
             self._shut(abort=True)
             return
-        ex.done = True
-        if ex.counted:
-            stats = ex.target.stats
-            stats.in_flight -= 1
-            stats.client_aborts += 1
-            ex.counted = False
-        up = ex.upstream
-        if up is not None:
-            ex.upstream = None
-            up.ex = None
-            up.abort()
+        _abandon(ex)
         if ex.head_sent:
             self._shut(abort=True)
             return
@@ -1282,6 +1254,22 @@ class UpstreamConn(asyncio.Protocol):
         ex.target.stats.errors += 1
         ex.counted = False
         ex.client._fail(ex, ex.target, 502, f"{ex.target.address} failed: {detail}")
+
+
+def _abandon(ex: Exchange) -> None:
+    """The client gave up on (or was cut off from) an unanswered exchange: count it a client
+    abort and drop its backend connection, which may be mid-request."""
+    ex.done = True
+    if ex.counted:
+        ex.counted = False
+        stats = ex.target.stats
+        stats.in_flight -= 1
+        stats.client_aborts += 1
+    up = ex.upstream
+    if up is not None:
+        ex.upstream = None
+        up.ex = None
+        up.abort()
 
 
 def _end_tunnel(ex: Exchange) -> None:

@@ -1,17 +1,17 @@
 """Starting, reloading, querying and stopping an environment's router process.
 
-The router (``python -m greentic_local_process.router``) is one detached process per
-environment. Its files live in ``<root>/router/``: ``router-table.json`` (written here,
-atomically), ``router.json`` (written by the router once it listens: pid, addresses,
-generation), ``owner.json`` (pid and kernel start time recorded here at spawn, so a recycled
-pid is never signalled) and ``router.log``.
+The router (``python -m greentic_local_process.router``) is one process per environment, a
+child of the environment's supervisor (:mod:`greentic_local_process.supervisor`), which starts
+it when asked here and restarts it when it dies. Its files live in ``<root>/router/``:
+``router-table.json`` (written here, atomically), ``router.json`` (written by the router once
+it listens: pid, addresses, generation), ``owner.json`` (pid and kernel start time recorded by
+whoever spawned it, so a recycled pid is never signalled), ``router-admin.token`` and
+``router.log``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -36,11 +36,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from the router directory (checked: no symlink), None when absent or bad."""
     if files.existing_private_dir(path.parent.parent, path.parent.name) is None:
         return None
-    try:
-        data = json.loads(files.read_text(path))
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
+    return files.read_json(path)
 
 
 def listen_addr(env: Environment, override: str | None) -> str:
@@ -136,9 +132,7 @@ def running_router(root: Path) -> dict[str, Any] | None:
 def admin_token(directory: Path) -> str:
     """The running router's admin token (``router-admin.token``, never through a symlink)."""
     try:
-        fd = os.open(directory / "router-admin.token", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "r") as handle:
-            return handle.read().strip()
+        return files.read_text(directory / "router-admin.token").strip()
     except OSError as exc:
         raise ProviderError(f"cannot read the router's admin token: {exc.strerror or exc}",
                             hint="the router writes it at start; restart the router") from None

@@ -28,14 +28,6 @@ START_TIMEOUT = 15.0
 APPLY_TIMEOUT = 15.0
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(files.read_text(path))
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
 def directory(root: Path) -> Path:
     return root / DIRECTORY
 
@@ -44,7 +36,7 @@ def running(root: Path) -> dict[str, Any] | None:
     """``supervisor.json`` of a live supervisor of this state directory, else None."""
     if files.existing_private_dir(root, DIRECTORY) is None:
         return None
-    info = _read(directory(root) / PID_FILE)
+    info = files.read_json(directory(root) / PID_FILE)
     if not info:
         return None
     procinfo.reap(info.get("pid") or 0)
@@ -54,14 +46,14 @@ def running(root: Path) -> dict[str, Any] | None:
 def desired(root: Path) -> dict[str, Any]:
     if files.existing_private_dir(root, DIRECTORY) is None:
         return {"generation": 0, "router": None, "revisions": {}}
-    return _read(directory(root) / DESIRED_FILE) or {"generation": 0, "router": None, "revisions": {}}
+    return files.read_json(directory(root) / DESIRED_FILE) or {"generation": 0, "router": None, "revisions": {}}
 
 
 def status(root: Path) -> dict[str, Any] | None:
     """What the supervisor reports (None when it never ran here)."""
     if files.existing_private_dir(root, DIRECTORY) is None:
         return None
-    return _read(directory(root) / STATUS_FILE)
+    return files.read_json(directory(root) / STATUS_FILE)
 
 
 def ensure(root: Path, progress: Progress) -> dict[str, Any]:
@@ -77,7 +69,7 @@ def ensure(root: Path, progress: Progress) -> dict[str, Any]:
                                 close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        info = _read(folder / PID_FILE)
+        info = files.read_json(folder / PID_FILE)
         if info and info.get("pid") == proc.pid:
             return info
         if proc.poll() is not None:

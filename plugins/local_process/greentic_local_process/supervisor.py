@@ -226,7 +226,7 @@ class Supervisor:
         child.up = False
 
     def _adopt_router(self, spec: dict[str, Any]) -> None:
-        owner = _read_json(self.root / "router" / "owner.json")
+        owner = files.read_json(self.root / "router" / "owner.json")
         if owner and procinfo.is_ours(owner.get("pid"), owner.get("start_time")):
             self.router.pid, self.router.start_time = owner["pid"], owner["start_time"]
             self.router.started_mono = time.monotonic()
@@ -320,7 +320,7 @@ class Supervisor:
             child.quick_failures = 0
         if child is self.router:
             if not child.up:  # listening once it wrote router.json with its pid
-                state = _read_json(self.root / "router" / "router.json")
+                state = files.read_json(self.root / "router" / "router.json")
                 child.up = bool(state) and state.get("pid") == child.pid
                 child.ready = child.ready or child.up
             return
@@ -458,14 +458,6 @@ class Supervisor:
 def _what_runs(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     """A revision's spec without what can change while its processes keep running."""
     return None if spec is None else {k: v for k, v in spec.items() if k != "supervise"}
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(files.read_text(path))
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

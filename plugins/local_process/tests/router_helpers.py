@@ -266,6 +266,20 @@ def http_request(url: str, *, method: str = "GET", headers: dict[str, str] | Non
         return exc.code, exc.headers, exc.read()
 
 
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (a reset counts as the end too)."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
 class Client:
     """A keep-alive HTTP/1.1 connection (http.client) for many sequential requests."""
 

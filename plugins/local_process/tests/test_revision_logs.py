@@ -6,7 +6,6 @@ process runs (copy-and-truncate), and a follow goes on across that rotation.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time

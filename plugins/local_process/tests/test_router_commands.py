@@ -69,22 +69,18 @@ def test_router_commands_name_a_missing_environment(lc: LocalCli) -> None:
 def test_the_supervisor_ends_when_its_state_directory_is_removed(tmp_path: Path) -> None:
     import shutil
 
-    from test_provider import LP
+    from test_provider import LP, wait_dead
 
     lp = LP(tmp_path)
-    rid = lp.warmed()
-    info = supervision.running(lp.state)
-    assert info is not None
+    lp.warmed()
+    assert supervision.running(lp.state) is not None
     lp.close()  # stops the processes (and this supervisor)
     assert supervision.running(lp.state) is None
     # a supervisor whose directory is deleted under it (a removed environment) exits by itself
     supervision.update(lp.state, lambda want: None, lambda _m: None)
     pid = supervision.running(lp.state)["pid"]
     shutil.rmtree(lp.state)
-    from test_provider import wait_dead
-
     wait_dead(pid, timeout=10)
-    del rid
 
 
 def test_a_fixed_admin_port_survives_a_router_restart(tmp_path: Path) -> None:

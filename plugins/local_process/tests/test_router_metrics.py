@@ -27,8 +27,7 @@ from router_helpers import (
     free_port,
     http_request,
     make_table,
-    start_backends,
-    stop_all,
+    running_backends,
     wait_for,
 )
 
@@ -37,11 +36,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def backends() -> Iterator[list[Backend]]:
-    started = start_backends(["m-a", "m-b"])
-    try:
+    with running_backends(["m-a", "m-b"]) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 @pytest.fixture()

@@ -29,8 +29,8 @@ from router_helpers import (
     deployment,
     http_request,
     make_table,
-    start_backends,
-    stop_all,
+    read_to_close,
+    running_backends,
     wait_for,
 )
 
@@ -39,11 +39,8 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture(scope="module")
 def backends() -> Iterator[list[Backend]]:
-    started = start_backends(["ws-a", "ws-b"])
-    try:
+    with running_backends(["ws-a", "ws-b"]) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 def table(backends: list[Backend], generation: int = 1, weights: tuple[int, int] = (10000, 0)) -> dict[str, Any]:
@@ -121,9 +118,7 @@ def test_an_h2c_upgrade_is_served_as_an_ordinary_request(router: RouterProcess) 
         sock.sendall(b"GET /echo-headers HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                      b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
         sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        answer = read_to_close(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     names = {name.lower() for name, _ in json.loads(body)["headers"]}

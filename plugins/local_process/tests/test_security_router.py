@@ -46,8 +46,8 @@ from router_helpers import (
     deployment,
     http_request,
     make_table,
-    start_backends,
-    stop_all,
+    read_to_close,
+    running_backends,
     wait_for,
 )
 
@@ -56,11 +56,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[Backend]:
-    started = start_backends(["rev-sec"])
-    try:
+    with running_backends(["rev-sec"]) as started:
         yield started[0]
-    finally:
-        stop_all(started)
 
 
 def table_for(backend: Backend) -> dict[str, Any]:
@@ -84,19 +81,6 @@ def exchange(router: RouterProcess, raw: bytes, *, timeout: float = 10.0) -> byt
     with socket.create_connection(address(router), timeout=timeout) as sock:
         sock.sendall(raw)
         return read_to_close(sock)
-
-
-def read_to_close(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
 
 
 def completed(router: RouterProcess) -> int:
@@ -217,7 +201,7 @@ def test_unfinished_heads_are_bounded_in_total_and_their_memory_is_returned(back
                              "--header-timeout", "60") as router:
         baseline = rss_kib(router.proc.pid)
         piece = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 7000) for i in range(8))
-        socks, refused = [], 0
+        socks = []
         try:
             for _ in range(600):  # 600 x 56 kB = 33 MB asked to be held, over the 24 MiB budget
                 sock = socket.create_connection(address(router), timeout=10)

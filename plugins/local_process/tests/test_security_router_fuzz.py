@@ -40,7 +40,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from router_helpers import RouterProcess, deployment, make_table, wait_for
+from router_helpers import RouterProcess, deployment, make_table, read_to_close, wait_for
 
 FUZZ_EXAMPLES = int(os.environ.get("GREENTIC_FUZZ_EXAMPLES", "300"))
 pytestmark = pytest.mark.timeout(max(300, FUZZ_EXAMPLES // 2))
@@ -284,16 +284,7 @@ def exchange(address: tuple[str, int], raw: bytes) -> bytes:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # refused before we finished sending
-        chunks = []
-        while True:
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return b"".join(chunks)
+        return read_to_close(sock)
 
 
 @pytest.fixture(scope="module")

@@ -233,7 +233,6 @@ def test_drain_stops_supervising_first_and_nothing_comes_back(lp: LP) -> None:
     lp.op.drain(ENV_ID, a)
     wait_dead(pid)
     assert a not in (supervision.status(lp.state) or {}).get("revisions", {})
-    time.sleep(0)  # nothing to wait for: the supervisor no longer knows the revision
     assert lp.record(a) is None and processes.running_records(lp.state, a, 1) == [None]
 
 
