@@ -26,7 +26,7 @@ from greentic_core import (
     hookimpl,
 )
 
-from . import __version__
+from . import __version__, files
 from .answers import ANSWERS_SCHEMA, Answers
 
 PATH = "greentic.deployer.local-process"
@@ -149,6 +149,7 @@ def greentic_drain_revision(env, revision_id, answers, state_dir, progress, time
     from . import processes, router_control
 
     parsed, root = _root(answers, state_dir)
+    files.existing_private_dir(root, "revisions", revision_id)  # a planted symlink: refused before any change
     revision = env.revision(revision_id)
     budget = float(revision.drain_seconds) if timeout is None else min(float(revision.drain_seconds), timeout)
     started = time.monotonic()
@@ -180,6 +181,7 @@ def greentic_archive_revision(env, revision_id, answers, state_dir, progress):
     from . import processes, router_control
 
     parsed, root = _root(answers, state_dir)
+    files.existing_private_dir(root, "revisions", revision_id)  # a planted symlink: refused before any change
     _unsupervise(root, revision_id, progress, remove=False)
     stopped = processes.stop(root, revision_id, parsed.stop_grace_seconds)
     _unsupervise(root, revision_id, progress)

@@ -194,3 +194,19 @@ def test_pass_env_answer_names_what_is_passed(tmp_path: Path, monkeypatch: pytes
         assert "HOME" not in seen
     finally:
         assert not lp.close()
+
+
+@pytest.mark.parametrize("verb", ["archive", "drain"])
+def test_a_refused_symlink_leaves_a_running_revision_supervised(lp: LP, tmp_path: Path, verb: str) -> None:
+    from greentic_local_process import supervision
+
+    rid = lp.warmed()
+    desired = supervision.desired(lp.state)
+    directory = lp.revision_dir(rid)
+    os.rename(directory, tmp_path / "moved")
+    directory.symlink_to(victim(tmp_path), target_is_directory=True)
+    with pytest.raises(ProviderError, match="is a symlink"):
+        getattr(lp.op, verb)(ENV_ID, rid)
+    assert supervision.desired(lp.state) == desired  # nothing changed at the provider
+    directory.unlink()
+    os.rename(tmp_path / "moved", directory)
