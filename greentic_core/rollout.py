@@ -318,6 +318,29 @@ def analyse(analysis: Analysis, *, canary: list[str], start: Mapping[str, Any] |
 # --------------------------------------------------------------------------- driving a step
 
 
+def measure(op: Operator, env_id: str, state: RolloutState, analysis: Analysis,
+            pairs: list[tuple[str, int]] | tuple[tuple[str, int], ...]) -> AnalysisResult:
+    """Judge the window of ``state`` (opened by the step that set ``pairs``): observe the
+    provider, read the metrics at the window's end and :func:`analyse` them.
+
+    Shared by ``apply`` (which waits the pause out) and the agent (which comes back when it
+    has elapsed); a provider that cannot be read makes the window inconclusive.
+    """
+    did = state.deployment_id
+    try:
+        observation = op.observe(env_id)
+        end = read_metrics(op, env_id)
+        observes = op.bind(op.store.load(env_id)).descriptor.capabilities.observes_weights
+    except DeployerError as exc:
+        return AnalysisResult(verdict="inconclusive", reasons=(f"the provider could not be read: {exc}",))
+    return analyse(analysis, canary=state.canary, start=(state.window or {}).get("metrics"),
+                   end=_subset(end, state.canary), observation=observation,
+                   expected=dict(pairs), observed_weights=observation.weights(did) if observes else None,
+                   labels={rid: state.label(rid) for rid in state.canary})
+
+
+
+
 def _new_state(op: Operator, env_id: str, did: str, step: Step, material: Mapping[str, Any],
                env: Any) -> RolloutState:
     ctx = step.canary
@@ -441,17 +464,7 @@ def run_canary_step(op: Operator, env_id: str, step: Step, plan_steps: list[Step
     result = None
     if ctx.analysis is not None:
         say(f"step {ctx.index + 1}/{ctx.count}: analysing")
-        try:
-            observation = op.observe(env_id)
-            end = read_metrics(op, env_id)
-            observes = op.bind(op.store.load(env_id)).descriptor.capabilities.observes_weights
-        except DeployerError as exc:
-            result = AnalysisResult(verdict="inconclusive", reasons=(f"the provider could not be read: {exc}",))
-        else:
-            result = analyse(ctx.analysis, canary=state.canary, start=(state.window or {}).get("metrics"),
-                             end=_subset(end, state.canary), observation=observation,
-                             expected=dict(pairs), observed_weights=observation.weights(did) if observes else None,
-                             labels={rid: state.label(rid) for rid in state.canary})
+        result = measure(op, env_id, state, ctx.analysis, pairs)
         say(f"step {ctx.index + 1}/{ctx.count}: analysis {result.verdict} ({result.summary()})")
 
     # ---- 4. record the verdict (under the lock)
