@@ -90,7 +90,8 @@ def apply(op: Operator, env_id: str, desired: DesiredState, *, on_step: StepCall
             continue
         notify(index, total, step, "start")
         try:
-            outcome, detail = _run(op, env_id, step, plan, timeout=timeout, sleep=sleep, clock=clock)
+            outcome, detail = _run(op, env_id, step, plan, timeout=timeout, sleep=sleep, clock=clock,
+                                   notify=tuple(getattr(desired, "notify", ()) or ()))
         except GreenticError as exc:
             _annotate(exc, index, total, step)
             raise
@@ -126,7 +127,8 @@ def _deployment(op: Operator, env_id: str, step: Step) -> str:
 
 
 def _run(op: Operator, env_id: str, step: Step, plan: Plan, *, timeout: float | None,
-         sleep: Callable[[float], None], clock: Callable[[], float]) -> tuple[str, dict[str, Any]]:
+         sleep: Callable[[float], None], clock: Callable[[], float],
+         notify: tuple[Any, ...] = ()) -> tuple[str, dict[str, Any]]:
     if step.action == Action.ADD_DEPLOYMENT:
         deployment = op.add_deployment(env_id, step.bundle_id, hosts=step.hosts, path_prefixes=step.path_prefixes)
         return "done", {"deployment_id": deployment.deployment_id}
@@ -139,7 +141,7 @@ def _run(op: Operator, env_id: str, step: Step, plan: Plan, *, timeout: float | 
             rollout_steps = [s for s in plan.steps if s.action == Action.TRAFFIC and s.bundle_id == step.bundle_id
                              and s.canary is not None]
             outcome = rollout.run_canary_step(op, env_id, step, rollout_steps, progress=op.progress,
-                                              sleep=sleep, clock=clock)
+                                              sleep=sleep, clock=clock, notify=notify)
             state = rollout.load_state(op.store, env_id, did)
             detail: dict[str, Any] = {"phase": state.phase if state else None}
             if state is not None and state.analyses and state.analyses[-1].get("step") == step.canary.index + 1:
@@ -154,3 +156,108 @@ def _run(op: Operator, env_id: str, step: Step, plan: Plan, *, timeout: float | 
     verb = {Action.WARM: op.warm, Action.DRAIN: op.drain, Action.ARCHIVE: op.archive}[step.action]
     result = verb(env_id, rid, timeout=timeout)
     return "done", {"revision_id": rid, "lifecycle": result.revision.lifecycle.value}
+
+
+# --------------------------------------------------------------------------- detached applies
+
+#: Where ``apply --detach`` records the desired state for the agent (an environment attachment).
+DETACHED = "desired/detached.json"
+DETACHED_V1 = "greentic.detached-apply.v1"
+#: Re-plans one :func:`advance_detached` call may make (each follows a step that changed something).
+MAX_ROUNDS = 50
+
+
+def load_detached(store: Any, env_id: str) -> dict[str, Any] | None:
+    import json
+
+    raw = store.read_attachment(env_id, DETACHED)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        raise GreenticError(f"the detached apply recorded for {env_id} is not JSON",
+                            hint=f"run `greentic-deployer apply --detach -f FILE {env_id}` again to replace it") from None
+    return record if isinstance(record, dict) else None
+
+
+def save_detached(store: Any, env_id: str, record: dict[str, Any]) -> None:
+    import json
+
+    store.write_attachment(env_id, DETACHED, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def detach(op: Operator, env_id: str, text: bytes, *, source: str) -> Plan:
+    """``apply --detach``: check the desired state, record it for the agent, return the plan.
+
+    Nothing runs here: the file is parsed and planned (so a bad file or a conflict is refused
+    now, changing nothing), then stored with the environment; the agent's next pass carries
+    it on (:func:`advance_detached`).
+    """
+    from .codec import format_timestamp, utc_now
+    from .desired import loads
+
+    wanted = loads(text, name=source)
+    plan = current_plan(op, env_id, wanted)
+    record = {"schema": DETACHED_V1, "source": source, "text": text.decode(), "status": "pending", "reason": "",
+              "recorded_at": format_timestamp(utc_now()), "recorded_by": op.actor, "steps_total": len(plan.steps),
+              "updated_at": format_timestamp(utc_now())}
+    save_detached(op.store, env_id, record)
+    with op.store.transaction(env_id) as tx:
+        tx.audit(op._event(verb="apply.detach", outcome="ok", source=source, steps=len(plan.steps)))
+    return plan
+
+
+def advance_detached(op: Operator, env_id: str, *, holder: str) -> dict[str, Any] | None:
+    """The agent's share of a detached apply: run the plan's steps that need no waiting.
+
+    Stage, warm, drain and archive run as ``apply`` runs them (one recorded transaction each);
+    a canary rollout is started or moved on by :func:`rollout.start_detached` /
+    :func:`rollout.advance`, which never wait out a pause: the deployment's later steps wait
+    for a later pass. Returns ``{"status", "steps"}`` (steps run now), or None when nothing is
+    recorded or the recorded apply is finished.
+    """
+    from .codec import format_timestamp, utc_now
+    from .desired import loads
+
+    record = load_detached(op.store, env_id)
+    if record is None or record.get("status") != "pending":
+        return None
+    wanted = loads(record["text"].encode(), name=record.get("source", "desired state"))
+    ran = 0
+    status = "pending"
+    for _ in range(MAX_ROUNDS):
+        plan = current_plan(op, env_id, wanted)
+        if plan.empty:
+            status = "blocked" if plan.blocked else "done"
+            if plan.blocked:
+                record["reason"] = "; ".join(f"{b.bundle_id}: {b.reason}" for b in plan.blocked)
+            break
+        progressed = False
+        waiting: set[str] = set()
+        for step in plan.steps:
+            if step.bundle_id in waiting:
+                continue
+            if step.action == Action.TRAFFIC and step.canary is not None:
+                waiting.add(step.bundle_id)  # its later steps follow the rollout, on a later round or pass
+                rollout_steps = [s for s in plan.steps if s.action == Action.TRAFFIC and s.bundle_id == step.bundle_id
+                                 and s.canary is not None]
+                if step.canary.index == 0 and not step.canary.resumed:
+                    outcome = rollout.start_detached(op, env_id, step, rollout_steps, holder=holder,
+                                                     notify=tuple(getattr(wanted, "notify", ()) or ()))
+                else:
+                    outcome = rollout.advance(op, env_id, _deployment(op, env_id, step), holder=holder)
+                if outcome in ("stepped", "completed", "aborted"):
+                    ran += 1
+                progressed = progressed or outcome in ("completed", "aborted")
+                continue
+            _run(op, env_id, step, plan, timeout=None, sleep=time.sleep, clock=time.monotonic)
+            ran += 1
+            progressed = True
+        if not progressed:
+            break
+    if status != "pending" or ran:
+        record["status"] = status
+        record["updated_at"] = format_timestamp(utc_now())
+        save_detached(op.store, env_id, record)
+    return {"status": status, "steps": ran}

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -715,31 +715,41 @@ class Operator:
             add("preflight", CheckStatus.SKIP, "the plugin has no preflight checks")
         return checks
 
-    def reconcile(self, env_id: str, *, timeout: float | None = None) -> dict[str, Any]:
-        """Re-run the idempotent provider verbs so the provider matches what is recorded."""
+    def reconcile(self, env_id: str, *, timeout: float | None = None, revision_ids: Collection[str] | None = None,
+                  deployment_ids: Collection[str] | None = None, verb: str = "env.reconcile") -> dict[str, Any]:
+        """Re-run the idempotent provider verbs so the provider matches what is recorded.
+
+        ``revision_ids`` / ``deployment_ids`` limit it to those revisions and splits (the
+        agent repairs only what drifted); None means all. ``verb`` names it in the audit log.
+        """
         actions: list[dict[str, Any]] = []
         with self.store.transaction(env_id) as tx:
             env = tx.env
             bound = self.bind(env)
             for revision in env.revisions:
                 rid, state = revision.revision_id, revision.lifecycle
+                if revision_ids is not None and rid not in revision_ids:
+                    continue
                 if state in (Lifecycle.READY, Lifecycle.WARMING):
-                    verb, call = "warm", bound.warm
+                    provider_verb, call = "warm", bound.warm
                 elif state == Lifecycle.STAGED:
-                    verb, call = "stage", bound.stage
+                    provider_verb, call = "stage", bound.stage
                 elif state == Lifecycle.ARCHIVED:
-                    verb, call = "archive", bound.archive
+                    provider_verb, call = "archive", bound.archive
                 else:  # inactive, draining, failed: nothing may run
-                    verb, call = "drain", bound.drain
-                self._provider_call(tx, verb, lambda: call(env, rid, progress=self.progress, timeout=timeout),
-                                    subject={"revision_id": rid}, op="env.reconcile", audit_ok=True, timeout=timeout)
-                actions.append({"verb": verb, "revision_id": rid, "lifecycle": state.value})
+                    provider_verb, call = "drain", bound.drain
+                self._provider_call(tx, provider_verb, lambda: call(env, rid, progress=self.progress, timeout=timeout),
+                                    subject={"revision_id": rid}, op=verb, audit_ok=True, timeout=timeout)
+                actions.append({"verb": provider_verb, "revision_id": rid, "lifecycle": state.value})
             for split in env.traffic_splits:
+                if deployment_ids is not None and split.deployment_id not in deployment_ids:
+                    continue
                 self._provider_call(
                     tx, "apply_traffic_split",
                     lambda: bound.apply_traffic_split(env, split.deployment_id, progress=self.progress, timeout=timeout),
-                    subject={"deployment_id": split.deployment_id}, op="env.reconcile", audit_ok=True, timeout=timeout)
+                    subject={"deployment_id": split.deployment_id}, op=verb, audit_ok=True, timeout=timeout)
                 actions.append({"verb": "apply_traffic_split", "deployment_id": split.deployment_id})
             rewritten = tx.refresh_runtime_config()
-            tx.audit(self._event(verb="env.reconcile", outcome="ok", actions=len(actions)))
+            if revision_ids is None and deployment_ids is None:
+                tx.audit(self._event(verb=verb, outcome="ok", actions=len(actions)))
         return {"actions": actions, "runtime_config_rewritten": rewritten}

@@ -1,10 +1,12 @@
 """Canary rollouts: step through weights, pause, analyse, and abort or promote.
 
 A rollout moves one deployment from the split recorded before it (the *baseline*) to the
-target split of the desired state through the canary steps of its strategy. Its state lives
-in ``<env_dir>/rollouts/<deployment_id>.json`` (``greentic.rollout.v1``, written with
-:func:`~greentic_core.store.atomic_write`): phase, baseline, target, the resolved steps, how
-many passed their analysis, the analysis results and, after an abort, why.
+target split of the desired state through the canary steps of its strategy. Its state
+(``greentic.rollout.v1``) is an attachment of the environment in its store,
+``rollouts/<deployment_id>.json`` (in the file store, that file in the environment's
+directory), so every operator and agent sharing the store sees it: phase, baseline, target,
+the resolved steps, how many passed their analysis, the analysis results, who drives it (an
+``apply`` in a terminal or the agent), its webhooks and, after an abort, why.
 
 Phases: ``progressing`` (a driver is stepping, or the next ``apply`` continues it), ``paused``
 (held by ``rollout pause`` or an inconclusive analysis; ``rollout resume`` lets ``apply``
@@ -40,19 +42,20 @@ import fcntl
 import json
 import os
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 
 from . import lifecycle
-from .codec import format_timestamp, utc_now
+from .codec import format_timestamp, parse_timestamp, utc_now
 from .desired import Analysis, OnInconclusive, _FAST as _DESIRED, largest_remainder
 from .errors import DeployerError, EngineError, GreenticError
 from .operator import Operator, _scrub_error, resolve_deployment
 from .plan import CanaryContext, Step, canary_material, resolve_weights, revision_name, rollout_identity, step_key
 from .spec import Lifecycle
-from .store import Store, atomic_write
+from .store import Store
 
 ROLLOUT_V1 = "greentic.rollout.v1"
 POLL_SECONDS = 0.2
@@ -109,7 +112,8 @@ class RolloutState:
     promoted: bool = False
     window: dict[str, Any] | None = None  # {"step", "started_at", "metrics"}
     analyses: list[dict[str, Any]] = attrs.field(factory=list)
-    driver: dict[str, Any] | None = None  # {"pid"} of the process stepping it
+    driver: dict[str, Any] | None = None  # who steps it: see apply_driver() / agent_driver()
+    notify: list[dict[str, Any]] = attrs.field(factory=list)  # NotifyConfig records (webhooks)
     started_at: str = ""
     updated_at: str = ""
     updated_by: str = ""
@@ -130,7 +134,18 @@ class RolloutState:
         return f"{name} ({revision_id})" if name else revision_id
 
 
+def attachment_name(deployment_id: str) -> str:
+    """Where a rollout state is kept: an attachment of the environment in its store.
+
+    In the file store that is ``<env_dir>/rollouts/<deployment_id>.json``, where it always was;
+    in a shared store (PostgreSQL, S3) it is shared with the document, so every operator, CI
+    runner and agent sees the same rollout.
+    """
+    return f"rollouts/{deployment_id}.json"
+
+
 def rollouts_dir(store: Store, env_id: str) -> Path:
+    """The local directory of the rollouts' ``flock`` files (in the file store, also of their states)."""
     return store.state_dir(env_id) / "rollouts"
 
 
@@ -139,23 +154,27 @@ def state_path(store: Store, env_id: str, deployment_id: str) -> Path:
 
 
 def load_state(store: Store, env_id: str, deployment_id: str) -> RolloutState | None:
+    name = attachment_name(deployment_id)
     try:
-        data = json.loads(state_path(store, env_id, deployment_id).read_text())
-    except FileNotFoundError:
-        return None
+        raw = store.read_attachment(env_id, name)
+        if raw is None:  # a state written before rollouts moved into the store (non-file backends)
+            legacy = state_path(store, env_id, deployment_id)
+            raw = legacy.read_bytes() if legacy.is_file() else None
+        if raw is None:
+            return None
+        data = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise GreenticError(f"cannot read the rollout state of {deployment_id}: {exc}",
-                            hint=f"remove {state_path(store, env_id, deployment_id)} to forget the rollout") from None
+                            hint=f"remove the attachment {name} of environment {env_id} to forget the rollout") from None
     return RolloutState.from_json(data)
 
 
-def load_all(store: Store, env_id: str) -> dict[str, RolloutState]:
-    directory = rollouts_dir(store, env_id)
-    if not directory.is_dir():
-        return {}
+def load_all(store: Store, env_id: str, env: Any = None) -> dict[str, RolloutState]:
+    """The rollout state of every deployment of the environment that has one."""
+    env = env if env is not None else store.load(env_id)
     states = {}
-    for path in sorted(directory.glob("*.json")):
-        state = load_state(store, env_id, path.stem)
+    for bundle in env.bundles:
+        state = load_state(store, env_id, bundle.deployment_id)
         if state is not None:
             states[state.deployment_id] = state
     return states
@@ -165,8 +184,8 @@ def save_state(store: Store, state: RolloutState, *, actor: str = "") -> None:
     state.updated_at = format_timestamp(utc_now())
     if actor:
         state.updated_by = actor
-    atomic_write(state_path(store, state.env_id, state.deployment_id),
-                 (json.dumps(state.to_json(), indent=2) + "\n").encode())
+    store.write_attachment(state.env_id, attachment_name(state.deployment_id),
+                           (json.dumps(state.to_json(), indent=2) + "\n").encode())
 
 
 @contextlib.contextmanager
@@ -191,9 +210,41 @@ def rollout_lock(store: Store, env_id: str, deployment_id: str, timeout: float =
         os.close(fd)
 
 
+def apply_driver() -> dict[str, Any]:
+    """The driver record of an ``apply`` stepping a rollout in a terminal (this process)."""
+    from .store.contract import _host
+
+    return {"kind": "apply", "pid": os.getpid(), "host": _host()}
+
+
+def agent_driver(holder: str | None = None) -> dict[str, Any]:
+    """The driver record of a rollout the agent carries (``holder`` None: whichever agent
+    claims the environment next, as ``apply --detach`` records it)."""
+    from .store.contract import _host
+
+    if holder is None:
+        return {"kind": "agent", "holder": None}
+    return {"kind": "agent", "holder": holder, "pid": os.getpid(), "host": _host()}
+
+
+def describe_driver(driver: Mapping[str, Any] | None) -> str:
+    if not driver:
+        return "nobody"
+    if driver.get("kind") == "agent":
+        return f"the agent {driver['holder']}" if driver.get("holder") else "the agent (apply --detach)"
+    host = f" on {driver['host']}" if driver.get("host") else ""
+    return f"apply (process {driver.get('pid')}{host})"
+
+
 def _alive(driver: Mapping[str, Any] | None) -> bool:
-    if not driver or not isinstance(driver.get("pid"), int):
+    """Whether an ``apply`` process drives the rollout now (agents are told apart by their
+    claim on the environment, see :mod:`greentic_core.agent`)."""
+    if not driver or driver.get("kind") == "agent" or not isinstance(driver.get("pid"), int):
         return False
+    from .store.contract import _host
+
+    if driver.get("host") not in (None, _host()):
+        return True  # another machine's process: it cannot be checked from here
     if driver["pid"] == os.getpid():
         return False  # ourselves (an earlier, interrupted call in this process)
     try:
@@ -203,6 +254,51 @@ def _alive(driver: Mapping[str, Any] | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def agent_drives(state: RolloutState) -> bool:
+    return bool(state.driver and state.driver.get("kind") == "agent")
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+def notify_event(op: Operator, state: RolloutState, event: str, data: Mapping[str, Any]) -> None:
+    """Send ``event`` to the rollout's webhooks; never blocks, never raises (see :mod:`.notify`)."""
+    if not state.notify:
+        return
+    try:
+        for record in state.notify:
+            notifier = _notifier(op, state.env_id, record)
+            notifier.emit(event, deployment={"id": state.deployment_id, "bundle": state.bundle_id}, data=dict(data))
+    except Exception:  # noqa: BLE001 - a notification must never fail a rollout
+        return
+
+
+_NOTIFIERS: dict[tuple[str, str], Any] = {}
+
+
+def _notifier(op: Operator, env_id: str, record: Mapping[str, Any]) -> Any:
+    """One notifier per environment and webhook for the process's life, so events stay in order."""
+    from . import notify
+
+    key = (env_id, json.dumps(record, sort_keys=True))
+    found = _NOTIFIERS.get(key)
+    if found is None:
+        config = notify.NotifyConfig.from_record(record)
+        found = _NOTIFIERS[key] = notify.Notifier(config, env_id=env_id, actor=op.actor,
+                                                  audit=notify.store_audit(op.store, env_id, op.actor, op.command))
+    return found
+
+
+def flush_notifications(timeout: float = 5.0) -> None:
+    """Wait (bounded) for the webhooks' pending deliveries; called before a command exits."""
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    for notifier in list(_NOTIFIERS.values()):
+        notifier.close(timeout=max(0.0, deadline - _time.monotonic()))
+    _NOTIFIERS.clear()
 
 
 # --------------------------------------------------------------------------- analysis
@@ -396,12 +492,14 @@ def _raise_for(outcome: str, state: RolloutState, env_id: str) -> str:
 
 def run_canary_step(op: Operator, env_id: str, step: Step, plan_steps: list[Step], *,
                     progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep,
-                    clock: Callable[[], float] = time.monotonic) -> str:
+                    clock: Callable[[], float] = time.monotonic, notify: tuple[Any, ...] = ()) -> str:
     """Drive one canary traffic step (see the module docstring); ``"passed"`` or ``"completed"``.
 
     ``plan_steps`` are all traffic steps of this rollout in the plan (to record the whole
-    rollout in a fresh state). Raises :class:`RolloutAborted` (the analysis failed: the abort
-    is done), :class:`RolloutPaused`, or the operator's error when a verb failed.
+    rollout in a fresh state); ``notify`` the desired state's webhooks (recorded with a fresh
+    rollout, so whoever drives it later notifies them). Raises :class:`RolloutAborted` (the
+    analysis failed: the abort is done), :class:`RolloutPaused`, or the operator's error when a
+    verb failed.
     """
     say = progress or (lambda message: None)
     ctx = step.canary
@@ -423,8 +521,12 @@ def run_canary_step(op: Operator, env_id: str, step: Step, plan_steps: list[Step
         if same and state.phase == "completed" and not fresh:
             return "completed"  # promoted while this apply was planning or pausing
         if same and state.phase == "progressing":
+            if agent_drives(state):
+                raise RolloutBusy(f"{describe_driver(state.driver)} drives the rollout of {step.bundle_id}",
+                                  hint="`greentic-deployer rollout status` shows when its next step is due; "
+                                       "`rollout pause|resume|abort|promote` work as usual")
             if _alive(state.driver):
-                raise RolloutBusy(f"process {state.driver['pid']} is driving the rollout of {step.bundle_id}",
+                raise RolloutBusy(f"{describe_driver(state.driver)} is driving the rollout of {step.bundle_id}",
                                   hint="wait for it, or stop it; `greentic-deployer rollout status` shows the state")
         elif fresh:
             state = _new_state(op, env_id, did, step, material, env)
@@ -432,20 +534,10 @@ def run_canary_step(op: Operator, env_id: str, step: Step, plan_steps: list[Step
         else:
             return _raise_for("replaced", state or _new_state(op, env_id, did, step, material, env), env_id)
         assert state is not None
-        state.driver = {"pid": os.getpid()}
-        state.phase = "progressing"
-        state.reason = ""
-        state.current_step = ctx.index
-        state.window = None
-        # recorded before the weights change, so a crash in between resumes this rollout
-        # (same baseline, same keys) instead of starting one from the half-moved split
-        save_state(op.store, state, actor=op.actor)
-        say(f"step {ctx.index + 1}/{ctx.count}: " + " ".join(f"{state.label(r)}={w / 100:g}%" for r, w in pairs))
-        op.traffic_set(env_id, did, pairs, idempotency_key=key)
-        start = _try_metrics(op, env_id) if ctx.analysis is not None else None
-        state.window = {"step": ctx.index, "started_at": format_timestamp(utc_now()),
-                        "metrics": _subset(start, state.canary)}
-        save_state(op.store, state, actor=op.actor)
+        if fresh and notify:
+            state.notify = [config.to_record() for config in notify]
+        _open_window(op, env_id, state, ctx.index, pairs, key, driver=apply_driver(), fresh=fresh and not same,
+                     say=say)
 
     # ---- 2. pause, watching for pause / abort / promote
     deadline = clock() + ctx.pause_seconds
@@ -473,32 +565,93 @@ def run_canary_step(op: Operator, env_id: str, step: Step, plan_steps: list[Step
         outcome = "replaced" if current is None else _check_phase(current, identity=identity)
         if outcome is not None:
             return _raise_for(outcome, current or state, env_id)
-        state = current
-        if result is not None:
-            state.analyses.append({"step": ctx.index + 1, "at": format_timestamp(utc_now()), **result.to_json()})
-        verdict = result.verdict if result is not None else "pass"
-        if verdict == "inconclusive":
-            assert ctx.analysis is not None
-            if ctx.analysis.on_inconclusive == OnInconclusive.FAIL:
-                verdict = "fail"
-            elif ctx.analysis.on_inconclusive == OnInconclusive.PASS:
-                verdict = "pass"
-        if verdict == "fail":
-            assert result is not None
-            reason = f"step {ctx.index + 1} analysis failed: {result.summary()}"
-            _abort_locked(op, env_id, state, reason)
-            return _raise_for("aborted", state, env_id)
-        if verdict == "inconclusive":
-            assert result is not None
-            state.phase, state.reason, state.driver = "paused", f"step {ctx.index + 1} inconclusive: {result.summary()}", None
-            save_state(op.store, state, actor=op.actor)
-            return _raise_for("paused", state, env_id)
-        state.passed_steps = ctx.index + 1
-        state.window = None
-        if state.passed_steps >= len(state.steps):
-            state.phase, state.driver = "completed", None
+        outcome = _settle(op, env_id, current, ctx.index, result, ctx.analysis)
+        if outcome in ("aborted", "paused"):
+            return _raise_for(outcome, current, env_id)
+        return outcome
+
+
+def _open_window(op: Operator, env_id: str, state: RolloutState, index: int, pairs: list[tuple[str, int]],
+                 key: str, *, driver: dict[str, Any], fresh: bool, say: Progress) -> None:
+    """Set step ``index``'s weights and open its analysis window (the rollout lock is held).
+
+    The state is recorded before the weights change, so a crash in between resumes this
+    rollout (same baseline, same idempotency keys) instead of starting one from the half-moved
+    split; the window opens (start metrics, ``started_at``) once the provider enforces them.
+    """
+    state.driver = driver
+    state.phase = "progressing"
+    state.reason = ""
+    state.current_step = index
+    state.window = None
+    save_state(op.store, state, actor=op.actor)
+    if fresh:
+        notify_event(op, state, "rollout.started", {"steps": len(state.steps), "baseline": state.baseline,
+                                                    "target": state.target})
+    count = len(state.steps)
+    say(f"step {index + 1}/{count}: " + " ".join(f"{state.label(r)}={w / 100:g}%" for r, w in pairs))
+    op.traffic_set(env_id, state.deployment_id, pairs, idempotency_key=key)
+    analysis = _step_analysis(state, index)
+    start = _try_metrics(op, env_id) if analysis is not None else None
+    state.window = {"step": index, "started_at": format_timestamp(utc_now()),
+                    "metrics": _subset(start, state.canary)}
+    save_state(op.store, state, actor=op.actor)
+    notify_event(op, state, "rollout.step", {"step": index + 1, "steps": count, "weights": [list(p) for p in pairs],
+                                             "pause_seconds": _step_pause(state, index)})
+
+
+def _settle(op: Operator, env_id: str, state: RolloutState, index: int, result: AnalysisResult | None,
+            analysis: Analysis | None) -> str:
+    """Record step ``index``'s verdict (the rollout lock is held): ``"aborted"`` (the abort is
+    done), ``"paused"`` (inconclusive), ``"passed"`` or ``"completed"``."""
+    if result is not None:
+        state.analyses.append({"step": index + 1, "at": format_timestamp(utc_now()), **result.to_json()})
+    verdict = result.verdict if result is not None else "pass"
+    if verdict == "inconclusive":
+        assert analysis is not None
+        if analysis.on_inconclusive == OnInconclusive.FAIL:
+            verdict = "fail"
+        elif analysis.on_inconclusive == OnInconclusive.PASS:
+            verdict = "pass"
+    if verdict == "fail":
+        assert result is not None
+        _abort_locked(op, env_id, state, f"step {index + 1} analysis failed: {result.summary()}",
+                      analysis=result.to_json())
+        return "aborted"
+    if verdict == "inconclusive":
+        assert result is not None
+        state.phase, state.reason, state.driver = "paused", f"step {index + 1} inconclusive: {result.summary()}", None
         save_state(op.store, state, actor=op.actor)
-        return "completed" if state.phase == "completed" else "passed"
+        notify_event(op, state, "rollout.paused", {"step": index + 1, "reason": state.reason,
+                                                   "analysis": result.to_json()})
+        return "paused"
+    state.passed_steps = index + 1
+    state.window = None
+    if state.passed_steps >= len(state.steps):
+        state.phase, state.driver = "completed", None
+    save_state(op.store, state, actor=op.actor)
+    if state.phase == "completed":
+        notify_event(op, state, "rollout.completed", {"steps": len(state.steps), "target": state.target})
+        return "completed"
+    return "passed"
+
+
+def _step_analysis(state: RolloutState, index: int) -> Analysis | None:
+    raw = state.steps[index].get("analysis") if 0 <= index < len(state.steps) else None
+    return None if raw is None else _DESIRED.structure(raw, Analysis)
+
+
+def _step_pause(state: RolloutState, index: int) -> float:
+    return float(state.steps[index].get("pause_seconds") or 0) if 0 <= index < len(state.steps) else 0.0
+
+
+def _step_pairs(state: RolloutState, index: int) -> list[tuple[str, int]]:
+    return [(str(rid), int(w)) for rid, w in state.steps[index]["weights"]]
+
+
+def _step_key(env_id: str, state: RolloutState, index: int, pairs: list[tuple[str, int]]) -> str:
+    """The idempotency key ``apply`` gives the same step (so either driver's replay is a no-op)."""
+    return step_key(env_id, state.deployment_id, pairs, {**state.identity(), "index": index})
 
 
 def _step_record(step: Step, env: Any, did: str) -> dict[str, Any]:
@@ -521,6 +674,97 @@ def _subset(metrics: Mapping[str, Any] | None, revisions: list[str]) -> dict[str
     return {rid: dict(metrics.get(rid) or {"requests": 0, "errors": 0, "p99_ms": None}) for rid in revisions}
 
 
+# --------------------------------------------------------------------------- the agent's steps
+
+
+def start_detached(op: Operator, env_id: str, step: Step, plan_steps: list[Step], *, holder: str,
+                   notify: tuple[Any, ...] = ()) -> str:
+    """Begin a rollout the agent carries: record it and set its first step's weights (no wait).
+
+    ``step`` is the plan's first canary step of a fresh rollout. Returns ``"stepped"``; the
+    agent then calls :func:`advance` each pass.
+    """
+    ctx = step.canary
+    assert ctx is not None and ctx.index == 0 and not ctx.resumed
+    env = op.store.load(env_id)
+    did = step.deployment_id or resolve_deployment(env, step.bundle_id)
+    material = canary_material(env, did, ctx)
+    with rollout_lock(op.store, env_id, did):
+        state = load_state(op.store, env_id, did)
+        if state is not None and state.identity() == {"baseline": material["baseline"], "target": material["target"]} \
+                and state.phase != "retry":
+            return "idle"  # recorded meanwhile: advance() carries it
+        state = _new_state(op, env_id, did, step, material, env)
+        state.steps = [_step_record(s, env, did) for s in plan_steps]
+        state.notify = [config.to_record() for config in notify]
+        pairs = _step_pairs(state, 0)
+        _open_window(op, env_id, state, 0, pairs, _step_key(env_id, state, 0, pairs),
+                     driver=agent_driver(holder), fresh=True, say=op.progress)
+    return "stepped"
+
+
+def due_at(state: RolloutState) -> datetime | None:
+    """When the open window's pause ends (the next step is due), or None when none is open."""
+    window = state.window
+    if not window or state.phase != "progressing":
+        return None
+    return parse_timestamp(window["started_at"]) + timedelta(seconds=_step_pause(state, int(window["step"])))
+
+
+def advance(op: Operator, env_id: str, deployment_id: str, *, holder: str,
+            now: Callable[[], datetime] = utc_now) -> str:
+    """Move a progressing rollout on as far as it can go without waiting (the agent's step).
+
+    Takes over a rollout recorded for the agent or left by an ``apply`` that died; leaves one
+    a live ``apply`` drives. Judges an open window whose pause has elapsed (as ``apply``
+    does: :func:`measure`, then the verdict under the lock), then sets the next step's
+    weights and opens its window. Returns what happened last: ``"idle"`` (nothing to do or
+    not ours), ``"waiting"`` (a pause is running), ``"stepped"``, ``"paused"``, ``"aborted"``
+    or ``"completed"``. Every decision is recorded before the next, so an agent killed at
+    any point is resumed by the next one from the state, no step skipped or applied twice.
+    """
+    outcome = "idle"
+    for _ in range(2 * MAX_STEPS):
+        with rollout_lock(op.store, env_id, deployment_id):
+            state = load_state(op.store, env_id, deployment_id)
+            if state is None or state.phase != "progressing" or _alive(state.driver):
+                return outcome
+            if not state.driver or state.driver.get("holder") != holder:
+                state.driver = agent_driver(holder)
+                save_state(op.store, state, actor=op.actor)
+            window = state.window
+            if window is None or int(window["step"]) != state.current_step or state.current_step < state.passed_steps:
+                index = state.passed_steps
+                if index >= len(state.steps):
+                    state.phase, state.driver = "completed", None
+                    save_state(op.store, state, actor=op.actor)
+                    return "completed"
+                pairs = _step_pairs(state, index)
+                _open_window(op, env_id, state, index, pairs, _step_key(env_id, state, index, pairs),
+                             driver=agent_driver(holder), fresh=False, say=op.progress)
+                outcome = "stepped"
+                continue
+            due = due_at(state)
+            if due is not None and now() < due:
+                return "waiting" if outcome == "idle" else outcome
+            index, identity = state.current_step, state.identity()
+        analysis = _step_analysis(state, index)
+        result = measure(op, env_id, state, analysis, _step_pairs(state, index)) if analysis is not None else None
+        with rollout_lock(op.store, env_id, deployment_id):
+            current = load_state(op.store, env_id, deployment_id)
+            if current is None or _check_phase(current, identity=identity) is not None \
+                    or current.current_step != index or current.window is None:
+                return "idle"  # paused, aborted or promoted meanwhile: theirs wins
+            outcome = _settle(op, env_id, current, index, result, analysis)
+            if outcome != "passed":
+                return outcome
+    return outcome
+
+
+#: A bound on the steps one :func:`advance` takes (a rollout has at most this many).
+MAX_STEPS = 100
+
+
 # --------------------------------------------------------------------------- abort / promote
 
 
@@ -534,7 +778,8 @@ def _stable_split(state: RolloutState) -> list[tuple[str, int]]:
     return [(rid, w) for rid, w in largest_remainder(stable) if w > 0]
 
 
-def _abort_locked(op: Operator, env_id: str, state: RolloutState, reason: str) -> None:
+def _abort_locked(op: Operator, env_id: str, state: RolloutState, reason: str,
+                  analysis: Mapping[str, Any] | None = None) -> None:
     """Weights back to the stable revisions, then each canary revision drained and recorded failed."""
     state.phase, state.reason = "aborting", reason
     save_state(op.store, state, actor=op.actor)
@@ -547,6 +792,8 @@ def _abort_locked(op: Operator, env_id: str, state: RolloutState, reason: str) -
             fail_revision(op, env_id, rid, reason)
     state.phase, state.driver, state.window = "aborted", None, None
     save_state(op.store, state, actor=op.actor)
+    notify_event(op, state, "rollout.aborted", {"reason": reason, "analysis": dict(analysis) if analysis else None,
+                                                "split": [list(p) for p in stable]})
 
 
 def fail_revision(op: Operator, env_id: str, revision_id: str, reason: str) -> None:
@@ -599,6 +846,7 @@ def pause(op: Operator, env_id: str, deployment_ref: str) -> RolloutState:
             raise EngineError(f"the rollout of {state.bundle_id} is {state.phase}; only a progressing one can pause")
         state.phase, state.reason = "paused", f"paused by {op.actor}"
         save_state(op.store, state, actor=op.actor)
+        notify_event(op, state, "rollout.paused", {"step": state.passed_steps + 1, "reason": state.reason})
         return state
 
 
@@ -648,6 +896,7 @@ def promote(op: Operator, env_id: str, deployment_ref: str) -> RolloutState:
         state.phase, state.promoted, state.reason = "completed", True, f"promoted by {op.actor}"
         state.passed_steps, state.driver, state.window = len(state.steps), None, None
         save_state(op.store, state, actor=op.actor)
+        notify_event(op, state, "rollout.promoted", {"target": state.target})
         return state
 
 
