@@ -3,7 +3,8 @@
 A desired-state document (``greentic.desired-state.v1``) names, per deployment (by bundle id),
 the revisions that should exist, the traffic split they should carry and, optionally, how to
 move traffic there (a ``canary`` strategy). :mod:`greentic_core.plan` turns it and the recorded
-environment into an ordered plan; :mod:`greentic_core.apply` executes that plan.
+environment into an ordered plan; :mod:`greentic_core.apply` executes that plan. A top-level
+``notify`` names the webhooks that receive rollout and agent events (:mod:`greentic_core.notify`).
 
 Identity of revisions (decided here): every revision in the file has a stable, user-chosen
 ``name`` (``v2``). ``apply`` stages it with the name stored in its workload, under the key
@@ -39,6 +40,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from . import codec
 from .errors import DecodeError, SpecError
+from .notify import NotifyConfig, NotifyConfigError, parse as parse_notify_config, parse_many as parse_notify
 from .routes import route_problems
 from .spec import TOTAL_BPS, Workload
 
@@ -173,11 +175,16 @@ class DesiredDeployment:
 
 @attrs.frozen(kw_only=True)
 class DesiredState:
-    """The whole desired-state document (``greentic.desired-state.v1``)."""
+    """The whole desired-state document (``greentic.desired-state.v1``).
+
+    ``notify``: the webhooks that receive rollout and agent events (one, or a list; see
+    :mod:`greentic_core.notify`).
+    """
 
     schema: str = DESIRED_STATE_V1
     environment: str | None = None
     deployments: tuple[DesiredDeployment, ...] = ()
+    notify: tuple[NotifyConfig, ...] = ()
 
     def deployment(self, bundle: str) -> DesiredDeployment | None:
         return next((d for d in self.deployments if d.bundle == bundle), None)
@@ -324,6 +331,8 @@ def _make_converter(detailed: bool) -> cattrs.Converter:
 
     conv.register_structure_hook_func(lambda t: t == (Weight | CanaryStep), step_hook)
 
+    conv.register_structure_hook(NotifyConfig, lambda value, _: parse_notify_config(value))
+    conv.register_unstructure_hook(NotifyConfig, NotifyConfig.to_record)
     for cls in _CLASSES:
         _register_strict(conv, cls)
     return conv
@@ -359,6 +368,16 @@ _DETAILED = _make_converter(detailed=True)
 
 def structure(data: Any) -> DesiredState:
     """Parsed YAML/JSON -> :class:`DesiredState` (not yet checked with :func:`validate`)."""
+    if not (isinstance(data, dict) and "notify" in data):
+        return _structure(data)
+    try:  # read on its own, for errors naming the key path inside (notify[1].events[0]: ...)
+        hooks = parse_notify(data["notify"], "notify")
+    except NotifyConfigError as exc:
+        raise DesiredStateError(exc.message, hint=exc.hint) from None
+    return attrs.evolve(_structure({k: v for k, v in data.items() if k != "notify"}), notify=hooks)
+
+
+def _structure(data: Any) -> DesiredState:
     try:
         return _FAST.structure(data, DesiredState)
     except Exception:

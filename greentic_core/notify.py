@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import SpecError, bounded
-from .ids import EnvId, mint_ulid
+from .ids import BundleId, DeploymentId, EnvId, mint_ulid
 
 if TYPE_CHECKING:
     from .store.contract import StoreBackend
@@ -112,8 +112,8 @@ class NotifyConfigError(SpecError):
 class EventDeployment:
     """The deployment an event is about."""
 
-    id: str
-    bundle: str
+    id: DeploymentId
+    bundle: BundleId
 
 
 @attrs.frozen(kw_only=True)

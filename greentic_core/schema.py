@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from . import desired, ids, spec
+from . import desired, ids, notify, spec
 
 DOCUMENTS: dict[str, type] = {
     "environment": spec.Environment,
@@ -24,6 +24,7 @@ DOCUMENTS: dict[str, type] = {
     "bundle-deployment": spec.BundleDeployment,
     "runtime-config": spec.RuntimeConfig,
     "deploy": desired.DesiredState,  # the desired-state file of `plan` / `apply`
+    "notify-event": notify.NotifyEvent,  # the body of a webhook notification
 }
 
 _SCHEMA_IDS = {
@@ -33,9 +34,12 @@ _SCHEMA_IDS = {
     spec.BundleDeployment: spec.BUNDLE_DEPLOYMENT_V1,
     spec.RuntimeConfig: spec.RUNTIME_CONFIG_V1,
     desired.DesiredState: desired.DESIRED_STATE_V1,
+    notify.NotifyEvent: notify.NOTIFY_EVENT_V1,
 }
 #: Classes read strictly (unknown keys refused) whose ``schema`` key may be left out.
-_STRICT = frozenset(desired._CLASSES)
+_STRICT = frozenset((*desired._CLASSES, notify.NotifyConfig))
+#: Classes a document may give as one object or as a list of them (``notify:``).
+_ONE_OR_MANY = frozenset((notify.NotifyConfig,))
 
 _ULID = {"type": "string", "pattern": "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"}
 _SCALARS: dict[Any, dict[str, Any]] = {
@@ -52,6 +56,7 @@ _SCALARS: dict[Any, dict[str, Any]] = {
     ids.EnvId: {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
     ids.RevisionId: _ULID,
     ids.DeploymentId: _ULID,
+    notify.EventId: _ULID,
     ids.BundleId: {"type": "string"},
     ids.PackDescriptor: {"type": "string", "pattern": "^[a-z0-9.-]*\\.[a-z0-9.-]*@[0-9]+\\.[0-9]+\\.[0-9]+.*$"},
 }
@@ -67,7 +72,10 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         return _type_schema(options[0], defs) if len(options) == 1 else {"anyOf": [_type_schema(a, defs) for a in options]}
     if origin is tuple:
-        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0], defs)}
+        items = _type_schema(typing.get_args(tp)[0], defs)
+        if typing.get_args(tp)[0] in _ONE_OR_MANY:
+            return {"anyOf": [items, {"type": "array", "items": items}]}
+        return {"type": "array", "items": items}
     if origin is dict:
         value = typing.get_args(tp)[1]
         return {"type": "object", "additionalProperties": _type_schema(value, defs) if value is not Any else True}

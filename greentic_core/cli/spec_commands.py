@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 #: The documents ``schema NAME`` prints (``schema.DOCUMENTS``; named here so that registering the
 #: command imports neither the schema generator nor the desired-state types).
-SCHEMA_DOCUMENTS = ("bundle-deployment", "deploy", "environment", "revision", "runtime-config", "traffic-split")
+SCHEMA_DOCUMENTS = ("bundle-deployment", "deploy", "environment", "notify-event", "revision", "runtime-config",
+                    "traffic-split")
 
 
 def load_env_file(path: Path) -> "Environment":
