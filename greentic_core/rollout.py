@@ -119,7 +119,12 @@ class RolloutState:
     updated_by: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The stored form (webhook secrets included: the store keeps it private)."""
         return attrs.asdict(self)
+
+    def public_json(self) -> dict[str, Any]:
+        """What may be printed: :meth:`to_json` with the webhooks' secrets redacted."""
+        return {**self.to_json(), "notify": [_redacted(record) for record in self.notify]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "RolloutState":
@@ -422,17 +427,72 @@ def measure(op: Operator, env_id: str, state: RolloutState, analysis: Analysis,
     Shared by ``apply`` (which waits the pause out) and the agent (which comes back when it
     has elapsed); a provider that cannot be read makes the window inconclusive.
     """
+    from .metrics_sources import MetricsUnavailable
+
     did = state.deployment_id
+    unavailable = totals = end = None
     try:
         observation = op.observe(env_id)
-        end = read_metrics(op, env_id)
-        observes = op.bind(op.store.load(env_id)).descriptor.capabilities.observes_weights
+        env = op.store.load(env_id)
+        bound = op.bind(env)
+        observes = bound.descriptor.capabilities.observes_weights
+        try:
+            totals = _window_totals(op, env, bound, state, analysis)
+        except MetricsUnavailable as exc:
+            unavailable = exc.message
+        if totals is None and unavailable is None:
+            end = read_metrics(op, env_id)
     except DeployerError as exc:
         return AnalysisResult(verdict="inconclusive", reasons=(f"the provider could not be read: {exc}",))
-    return analyse(analysis, canary=state.canary, start=(state.window or {}).get("metrics"),
-                   end=_subset(end, state.canary), observation=observation,
-                   expected=dict(pairs), observed_weights=observation.weights(did) if observes else None,
-                   labels={rid: state.label(rid) for rid in state.canary})
+
+    def judge(start: Mapping[str, Any] | None, end: Mapping[str, Any] | None) -> AnalysisResult:
+        return analyse(analysis, canary=state.canary, start=start, end=end, observation=observation,
+                       expected=dict(pairs), observed_weights=observation.weights(did) if observes else None,
+                       labels={rid: state.label(rid) for rid in state.canary})
+
+    if unavailable is not None:  # the observation may still fail the step; else inconclusive, saying why
+        result = judge(start=None, end=None)
+        return attrs.evolve(result, reasons=(unavailable,)) if result.verdict == "inconclusive" else result
+    if totals is not None:  # totals over the window: they count from zero
+        return judge(start=_subset({}, state.canary), end=_subset(totals, state.canary))
+    return judge(start=(state.window or {}).get("metrics"), end=_subset(end, state.canary))
+
+
+def _window_totals(op: Operator, env: Any, bound: Any, state: RolloutState,
+                   analysis: Analysis) -> dict[str, dict[str, Any]] | None:
+    """The canary's totals over the window from the analysis's source, or None: use the
+    provider's cumulative counters (source ``provider`` without a window hook, or one that
+    cannot say). Raises :class:`~greentic_core.metrics_sources.MetricsUnavailable` (the window
+    is inconclusive) or the provider's ``DeployerError``."""
+    from .metrics_sources import DEFAULT_TIMEOUT_SECONDS, PROVIDER, MetricsUnavailable, WindowQuery, read_window
+
+    source = analysis.source
+    if source.type == PROVIDER and not bound.implements("greentic_revision_window_metrics"):
+        return None
+    try:
+        start = parse_timestamp((state.window or {})["started_at"])
+    except (KeyError, TypeError, GreenticError):
+        if source.type == PROVIDER:
+            return None
+        raise MetricsUnavailable("the window has no recorded start time") from None
+    end = max(utc_now(), start)
+    if source.type == PROVIDER:
+        try:
+            return bound.window_metrics(env, list(state.canary), start, end)
+        except DeployerError as exc:
+            _scrub_error(exc, op._secrets)
+            raise
+    split = env.split_for(state.deployment_id)
+    order = {e.revision_id: i for i, e in enumerate(split.entries)} if split is not None else {}
+    query = WindowQuery(env=env, deployer=bound.name, answers=bound.answers, state_dir=bound.state_dir,
+                        environment_id=env.environment_id, deployment_id=state.deployment_id,
+                        bundle_id=state.bundle_id, revision_ids=tuple(state.canary), names=dict(state.names),
+                        split_index=order, start=start, end=end,
+                        timeout=source.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
+    try:
+        return read_window(source, query)
+    except MetricsUnavailable as exc:
+        raise MetricsUnavailable(op._scrub(exc.message)) from None
 
 
 
@@ -831,10 +891,33 @@ def status(op: Operator, env_id: str, deployment_ref: str) -> dict[str, Any]:
     did, state = _active_state(op, env_id, deployment_ref)
     env = op.store.load(env_id)
     split = env.split_for(did)
-    doc = state.to_json()
+    doc = state.public_json()
     doc["current_split"] = [[e.revision_id, e.weight_bps] for e in split.entries] if split else []
     doc["driver_alive"] = _alive(state.driver) or bool(state.driver and state.driver.get("pid") == os.getpid())
+    doc["driven_by"] = describe_driver(state.driver) if state.phase == "progressing" else None
+    due = due_at(state)
+    doc["next_step_due"] = format_timestamp(due) if due is not None else None
+    doc["warnings"] = []
+    if state.phase == "progressing" and (agent_drives(state) or not doc["driver_alive"]):
+        from .agent import STALE_AFTER, last_pass
+
+        seen = last_pass(op.store, env_id)
+        doc["last_agent_pass"] = seen
+        age = (utc_now() - parse_timestamp(seen["at"])).total_seconds() if seen else None
+        if age is None or age > STALE_AFTER:
+            doc["warnings"].append(("no agent has made a pass over this environment"
+                                    if age is None else f"no agent has made a pass for {age:.0f}s")
+                                   + f": start `greentic-deployer agent {env_id}` to carry this rollout on")
     return doc
+
+
+def _redacted(record: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        from . import notify
+
+        return notify.NotifyConfig.from_record(record).redacted()
+    except Exception:  # noqa: BLE001 - never print what could not be redacted
+        return {"url": "***"}
 
 
 def pause(op: Operator, env_id: str, deployment_ref: str) -> RolloutState:

@@ -346,7 +346,7 @@ def cli(ctx: click.Context, home: Path | None, store_url: str | None, lock_ttl: 
 
 #: Built-in command modules, in registration order (operator_commands extends spec's `env`).
 _COMMAND_MODULES = ("spec_commands", "plugins_commands", "scaffold_commands", "install_commands", "operator_commands",
-                    "rollout_commands", "store_commands", "completion")
+                    "rollout_commands", "store_commands", "agent_commands", "completion")
 #: Top-level commands whose module is known, so only that module is imported to run them.
 #: (scaffold_commands and install_commands add `plugins new|install|doctor` to the plugins group.)
 _OPERATOR = ("spec_commands", "operator_commands")  # operator_commands extends spec's `env` group
@@ -354,7 +354,8 @@ _COMMAND_HOME = {"plugins": ("plugins_commands", "scaffold_commands", "install_c
                  "plan": ("rollout_commands",), "apply": ("rollout_commands",), "rollout": ("rollout_commands",),
                  "store": ("spec_commands", "store_commands"), "env": (*_OPERATOR, "store_commands"),
                  "deployment": _OPERATOR, "revision": _OPERATOR, "traffic": _OPERATOR,
-                 "runtime-config": ("spec_commands",), "schema": ("spec_commands",), "completion": ("completion",)}
+                 "runtime-config": ("spec_commands",), "schema": ("spec_commands",), "completion": ("completion",),
+                 "agent": ("agent_commands",)}
 _loaded: dict[str, bool] = {}
 
 

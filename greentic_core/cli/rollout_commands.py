@@ -104,12 +104,18 @@ def register(cli: click.Group) -> None:
     @file_option
     @click.argument("env_id", shell_complete=complete_env)
     @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds each provider call may take.")
+    @click.option("--detach", is_flag=True,
+                  help="Check and record the desired state, then return: `greentic-deployer agent` carries it on.")
     @click.pass_obj
-    def apply_command(obj, file: Path, env_id: str, timeout: float | None) -> None:
+    def apply_command(obj, file: Path, env_id: str, timeout: float | None, detach: bool) -> None:
         """Bring ENV to the desired state in FILE, step by step; run again to resume."""
         from .. import desired
+        from .. import rollout as rollout_mod
         from ..apply import apply
 
+        if detach:
+            _apply_detached(obj, file, env_id)
+            return
         wanted = desired.load(file)
 
         def on_step(index: int, total: int, step, phase: str) -> None:
@@ -121,8 +127,11 @@ def register(cli: click.Group) -> None:
             elif phase == "skipped":
                 obj.out.info(f"[{index + 1}/{total}] {step.describe()}: skipped (rollout promoted)")
 
-        with ProgressReporter(obj.out, "applying") as reporter:
-            result = apply(_operator(obj, reporter), env_id, wanted, on_step=on_step, timeout=timeout)
+        try:
+            with ProgressReporter(obj.out, "applying") as reporter:
+                result = apply(_operator(obj, reporter), env_id, wanted, on_step=on_step, timeout=timeout)
+        finally:
+            rollout_mod.flush_notifications()
 
         def human(console) -> None:
             if not result.results:
@@ -134,12 +143,31 @@ def register(cli: click.Group) -> None:
 
         obj.out.result({"ok": True, **result.to_json()}, human)
 
+    def _apply_detached(obj, file: Path, env_id: str) -> None:
+        from ..apply import detach
+        from ..desired import DesiredStateError
+
+        try:
+            text = file.read_bytes()
+        except OSError as exc:
+            raise DesiredStateError(f"cannot read {file}: {exc.strerror or exc}",
+                                    hint="check the path given to -f") from None
+        op = _operator(obj)
+        plan = detach(op, env_id, text, source=str(file))
+
+        def human(console) -> None:
+            _print_plan(console, plan, str(file))
+            console.print(f"recorded for the agent: `greentic-deployer agent {env_id}` carries it on "
+                          f"(`greentic-deployer rollout status {env_id} BUNDLE` follows a rollout)", markup=False)
+
+        obj.out.result({"ok": True, "detached": True, "plan": plan.to_json()}, human)
+
     @cli.group("rollout")
     def rollout_group() -> None:
         """Canary rollouts started by `apply`: status, pause, resume, abort, promote."""
 
     def _state_doc(state) -> dict[str, Any]:
-        return {"ok": True, "rollout": state.to_json() if hasattr(state, "to_json") else state}
+        return {"ok": True, "rollout": state.public_json() if hasattr(state, "public_json") else state}
 
     def _state_human(doc: dict[str, Any]):
         def human(console) -> None:
@@ -158,6 +186,12 @@ def register(cli: click.Group) -> None:
                           markup=False)
             console.print("  target:   " + " ".join(f"{label(r)}={w / 100:g}%" for r, w in doc.get("target", [])),
                           markup=False)
+            if doc.get("driven_by"):
+                console.print(f"  driven by: {doc['driven_by']}", markup=False)
+            if doc.get("next_step_due"):
+                console.print(f"  next step due: {doc['next_step_due']}", markup=False)
+            for warning in doc.get("warnings", []):
+                console.print(f"  warning: {warning}", markup=False)
             if "current_split" in doc:
                 console.print("  now:      " + " ".join(f"{label(r)}={w / 100:g}%" for r, w in doc["current_split"]),
                               markup=False)
@@ -193,7 +227,7 @@ def register(cli: click.Group) -> None:
         from .. import rollout
 
         state = rollout.pause(_operator(obj), env_id, deployment_ref)
-        obj.out.result(_state_doc(state), _state_human(state.to_json()))
+        obj.out.result(_state_doc(state), _state_human(state.public_json()))
 
     @rollout_group.command("resume")
     @click.argument("env_id", shell_complete=complete_env)
@@ -204,8 +238,9 @@ def register(cli: click.Group) -> None:
         from .. import rollout
 
         state = rollout.resume(_operator(obj), env_id, deployment_ref)
-        obj.out.info(f"run `greentic-deployer apply -f FILE {env_id}` to continue")
-        obj.out.result(_state_doc(state), _state_human(state.to_json()))
+        obj.out.info(f"run `greentic-deployer apply -f FILE {env_id}` to continue, or let "
+                     f"`greentic-deployer agent {env_id}` carry it on")
+        obj.out.result(_state_doc(state), _state_human(state.public_json()))
 
     @rollout_group.command("abort")
     @click.argument("env_id", shell_complete=complete_env)
@@ -218,7 +253,7 @@ def register(cli: click.Group) -> None:
 
         with ProgressReporter(obj.out, "aborting") as progress:
             state = rollout.abort(_operator(obj, progress), env_id, deployment_ref, reason=reason)
-        obj.out.result(_state_doc(state), _state_human(state.to_json()))
+        obj.out.result(_state_doc(state), _state_human(state.public_json()))
 
     @rollout_group.command("promote")
     @click.argument("env_id", shell_complete=complete_env)
@@ -230,4 +265,4 @@ def register(cli: click.Group) -> None:
 
         with ProgressReporter(obj.out, "promoting") as progress:
             state = rollout.promote(_operator(obj, progress), env_id, deployment_ref)
-        obj.out.result(_state_doc(state), _state_human(state.to_json()))
+        obj.out.result(_state_doc(state), _state_human(state.public_json()))
