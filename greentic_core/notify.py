@@ -604,16 +604,21 @@ class Notifier:
         return all([c.wait(deadline) for c in self._channels])
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Stop taking events, wait at most ``timeout`` seconds for the pending ones, then give
-        up: retries stop, and what is left is audited as not delivered by the (daemon) threads
-        while the process lives. True when everything was delivered or failed for good."""
+        """Stop taking events and return within ``timeout`` seconds: wait for the pending
+        deliveries for most of it, then give up (no more retries) and leave the last fifth (at
+        most 1 s) to the threads to audit what was not delivered. True when every event was
+        delivered or had failed for good before giving up."""
         self.closed = True
-        done = self.flush(timeout)
+        grace = min(1.0, max(timeout, 0.0) / 5)
+        done = self.flush(max(timeout, 0.0) - grace)
         for channel in self._channels:
             channel.stop.set()
         if not done:
+            self.flush(grace)
             left = sum(c.pending for c in self._channels)
-            log.warning("%d notification(s) still pending after %.1f s: giving up", left, timeout)
+            if left:
+                log.warning("%d notification(s) neither delivered nor audited after %.1f s: giving up",
+                            left, timeout)
         return done
 
     def __enter__(self) -> Notifier:

@@ -279,6 +279,21 @@ def test_a_receiver_that_is_down_delays_nothing_and_the_failure_is_audited(
     assert "notify.failed" in stored_text(store)  # the check above read the audit log
 
 
+def test_close_gives_up_on_time_and_audits_what_was_not_delivered(store: Store) -> None:
+    slow = Retry(attempts=5, first_delay=30.0, max_delay=30.0, max_total=120.0)  # the defaults' order of size
+    notifier = Notifier(notify.parse({"url": f"http://127.0.0.1:{free_port()}/hook", "secret": SECRET}),
+                        env_id="dev", actor="a", retry=slow, audit=notify.store_audit(store, "dev", "a", "apply"))
+    events = [notifier.emit(kind, deployment=DEPLOYMENT) for kind in ("rollout.started", "rollout.step", "rollout.step")]
+    started = time.monotonic()
+    assert notifier.close(timeout=2.0) is False  # the first event was still waiting for its retry
+    assert time.monotonic() - started < 2.5
+    failed = [e for e in store.audit_events("dev") if e.get("verb") == "notify.failed"]
+    assert [e["event_id"] for e in failed] == [e["id"] for e in events]
+    assert [e["attempts"] for e in failed] == [1, 0, 0]
+    assert "closed" in failed[0]["error"] and "closed" in failed[1]["error"]
+    assert SECRET not in stored_text(store)
+
+
 def test_close_is_bounded_when_the_receiver_never_answers() -> None:
     with socket.socket() as silent:  # accepts connections (the backlog) and never answers
         silent.bind(("127.0.0.1", 0))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -27,13 +29,17 @@ def validator(doc: dict[str, Any]) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(doc, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
-def delivered_payload() -> dict[str, Any]:
-    """An event as a real receiver gets it over HTTP."""
-    bodies: list[bytes] = []
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "rollouts.md"
+SECRET = "k-for-the-docs"
+
+
+def delivered() -> tuple[dict[str, str], bytes]:
+    """An event as a real receiver gets it over HTTP: headers and raw body."""
+    bodies: list[tuple[dict[str, str], bytes]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
-            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
 
@@ -43,7 +49,7 @@ def delivered_payload() -> dict[str, Any]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
-        config = notify.parse({"url": f"http://127.0.0.1:{server.server_port}/", "secret": "k"})
+        config = notify.parse({"url": f"http://127.0.0.1:{server.server_port}/", "secret": SECRET})
         notifier = notify.Notifier(config, env_id="staging", actor="agent@build-7")
         notifier.emit("rollout.aborted", deployment={"id": "01JX3K8M2N4P6Q8R0S2T4V6W8X", "bundle": "shop"},
                       data={"step": 1, "reason": "analysis failed",
@@ -53,7 +59,18 @@ def delivered_payload() -> dict[str, Any]:
         server.shutdown()
         server.server_close()
     assert len(bodies) == 1
-    return json.loads(bodies[0])
+    return bodies[0]
+
+
+def delivered_payload() -> dict[str, Any]:
+    return json.loads(delivered()[1])
+
+
+def notifications_section() -> str:
+    text = DOCS.read_text()
+    start = text.index("\n## Notifications\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else len(text)]
 
 
 def test_schema_notify_event_validates_a_real_payload() -> None:
@@ -94,6 +111,22 @@ def test_schema_deploy_shows_notify_as_one_webhook_or_a_list() -> None:
         assert not check.is_valid(bad), bad
         with pytest.raises(desired.DesiredStateError):
             desired.structure(bad)
+
+
+def test_the_documented_payload_is_valid_and_the_documented_check_verifies_a_real_signature() -> None:
+    section = notifications_section()
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    validator(schema("notify-event")).validate(example)
+    for event_type in notify.EVENT_TYPES:
+        assert f"| `{event_type}` |" in section  # every type is in the table
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict[str, Any] = {}
+    exec(code, scope)  # noqa: S102 - the documentation's own snippet
+    headers, body = delivered()
+    signature = headers["X-Greentic-Signature-256"]
+    assert scope["verified"](SECRET, body, signature) is True
+    assert scope["verified"]("another secret", body, signature) is False
+    assert scope["verified"](SECRET, body + b" ", signature) is False
 
 
 def test_the_cli_offers_every_generated_schema() -> None:
