@@ -362,7 +362,7 @@ class Agent:
     def _rollouts(self, op: Any, env_id: str, report: EnvReport) -> None:
         from .apply import advance_detached
 
-        detached = advance_detached(op, env_id, holder=self.holder)
+        detached = advance_detached(op, env_id, holder=self.holder, now=self.now)
         if detached is not None:
             report.detached = detached
         for did, state in rollout.load_all(self.store, env_id).items():

@@ -208,7 +208,8 @@ def detach(op: Operator, env_id: str, text: bytes, *, source: str) -> Plan:
     return plan
 
 
-def advance_detached(op: Operator, env_id: str, *, holder: str) -> dict[str, Any] | None:
+def advance_detached(op: Operator, env_id: str, *, holder: str,
+                     now: Callable[[], Any] | None = None) -> dict[str, Any] | None:
     """The agent's share of a detached apply: run the plan's steps that need no waiting.
 
     Stage, warm, drain and archive run as ``apply`` runs them (one recorded transaction each);
@@ -244,9 +245,11 @@ def advance_detached(op: Operator, env_id: str, *, holder: str) -> dict[str, Any
                                  and s.canary is not None]
                 if step.canary.index == 0 and not step.canary.resumed:
                     outcome = rollout.start_detached(op, env_id, step, rollout_steps, holder=holder,
-                                                     notify=tuple(getattr(wanted, "notify", ()) or ()))
+                                                     notify=tuple(getattr(wanted, "notify", ()) or ()),
+                                                     **({"now": now} if now is not None else {}))
                 else:
-                    outcome = rollout.advance(op, env_id, _deployment(op, env_id, step), holder=holder)
+                    outcome = rollout.advance(op, env_id, _deployment(op, env_id, step), holder=holder,
+                                              **({"now": now} if now is not None else {}))
                 if outcome in ("stepped", "completed", "aborted"):
                     ran += 1
                 progressed = progressed or outcome in ("completed", "aborted")

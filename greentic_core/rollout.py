@@ -632,7 +632,8 @@ def run_canary_step(op: Operator, env_id: str, step: Step, plan_steps: list[Step
 
 
 def _open_window(op: Operator, env_id: str, state: RolloutState, index: int, pairs: list[tuple[str, int]],
-                 key: str, *, driver: dict[str, Any], fresh: bool, say: Progress) -> None:
+                 key: str, *, driver: dict[str, Any], fresh: bool, say: Progress,
+                 now: Callable[[], datetime] = utc_now) -> None:
     """Set step ``index``'s weights and open its analysis window (the rollout lock is held).
 
     The state is recorded before the weights change, so a crash in between resumes this
@@ -653,7 +654,7 @@ def _open_window(op: Operator, env_id: str, state: RolloutState, index: int, pai
     op.traffic_set(env_id, state.deployment_id, pairs, idempotency_key=key)
     analysis = _step_analysis(state, index)
     start = _try_metrics(op, env_id) if analysis is not None else None
-    state.window = {"step": index, "started_at": format_timestamp(utc_now()),
+    state.window = {"step": index, "started_at": format_timestamp(now()),
                     "metrics": _subset(start, state.canary)}
     save_state(op.store, state, actor=op.actor)
     notify_event(op, state, "rollout.step", {"step": index + 1, "steps": count, "weights": [list(p) for p in pairs],
@@ -738,7 +739,7 @@ def _subset(metrics: Mapping[str, Any] | None, revisions: list[str]) -> dict[str
 
 
 def start_detached(op: Operator, env_id: str, step: Step, plan_steps: list[Step], *, holder: str,
-                   notify: tuple[Any, ...] = ()) -> str:
+                   notify: tuple[Any, ...] = (), now: Callable[[], datetime] = utc_now) -> str:
     """Begin a rollout the agent carries: record it and set its first step's weights (no wait).
 
     ``step`` is the plan's first canary step of a fresh rollout. Returns ``"stepped"``; the
@@ -759,7 +760,7 @@ def start_detached(op: Operator, env_id: str, step: Step, plan_steps: list[Step]
         state.notify = [config.to_record() for config in notify]
         pairs = _step_pairs(state, 0)
         _open_window(op, env_id, state, 0, pairs, _step_key(env_id, state, 0, pairs),
-                     driver=agent_driver(holder), fresh=True, say=op.progress)
+                     driver=agent_driver(holder), fresh=True, say=op.progress, now=now)
     return "stepped"
 
 
@@ -801,7 +802,7 @@ def advance(op: Operator, env_id: str, deployment_id: str, *, holder: str,
                     return "completed"
                 pairs = _step_pairs(state, index)
                 _open_window(op, env_id, state, index, pairs, _step_key(env_id, state, index, pairs),
-                             driver=agent_driver(holder), fresh=False, say=op.progress)
+                             driver=agent_driver(holder), fresh=False, say=op.progress, now=now)
                 outcome = "stepped"
                 continue
             due = due_at(state)
