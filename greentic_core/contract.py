@@ -17,6 +17,7 @@ calls a provider verb, so no plugin can skip them:
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -255,6 +256,25 @@ class BoundDeployer:
             return None
         raw = self._call("greentic_revision_metrics", (dict, type(None)),
                          env=env, answers=self.answers, state_dir=self.state_dir)
+        return self._normalise_metrics(raw, "greentic_revision_metrics")
+
+    def window_metrics(self, env: Environment, revision_ids: list[str], start: datetime,
+                       end: datetime) -> dict[str, dict[str, Any]] | None:
+        """Request totals per revision over ``[start, end]`` (``greentic_revision_window_metrics``), or None.
+
+        None when the plugin does not implement the hook or cannot say. ``start`` and ``end``
+        must be timezone-aware (UTC); entries are normalised as by :meth:`metrics`.
+        """
+        if not self.implements("greentic_revision_window_metrics"):
+            return None
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("window_metrics needs timezone-aware start and end")
+        raw = self._call("greentic_revision_window_metrics", (dict, type(None)),
+                         env=env, answers=self.answers, state_dir=self.state_dir,
+                         revision_ids=list(revision_ids), start=start, end=end)
+        return self._normalise_metrics(raw, "greentic_revision_window_metrics")
+
+    def _normalise_metrics(self, raw: Mapping[str, Any] | None, verb: str) -> dict[str, dict[str, Any]] | None:
         if raw is None:
             return None
         out: dict[str, dict[str, Any]] = {}
@@ -267,7 +287,7 @@ class BoundDeployer:
                 raise ProviderError(
                     f"plugin {self.name} returned malformed metrics for revision {revision_id}: {entry!r}"[:300],
                     hint="this is a bug in the plugin; report it to its authors",
-                    plugin=self.name, verb="greentic_revision_metrics",
+                    plugin=self.name, verb=verb,
                 ) from None
             out[str(revision_id)] = {"requests": max(requests, 0), "errors": max(errors, 0), "p99_ms": p99}
         return out

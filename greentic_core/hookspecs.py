@@ -146,6 +146,32 @@ def greentic_revision_metrics(env, answers, state_dir):
 
 
 @hookspec(firstresult=True)
+def greentic_revision_window_metrics(env, answers, state_dir, revision_ids, start, end):
+    """Optionally return request totals per revision over one time window, for canary analysis.
+
+    For providers whose metrics live in a time-series store (a load balancer's metrics API,
+    CloudWatch, a managed Prometheus) rather than in counters the provider can read twice.
+    ``revision_ids`` is a list of the revisions to report (the canary revisions of a rollout
+    step, all in ``env``); ``start`` and ``end`` are timezone-aware UTC :class:`datetime`
+    values, the analysis window (the step's weights were set at ``start``; ``end`` is now).
+
+    Return ``{revision_id: {"requests": int, "errors": int, "p99_ms": float | None}}``:
+    ``requests`` answered or failed by the revision within ``[start, end]``, ``errors`` the
+    ones it failed (5xx answers and requests it never answered), ``p99_ms`` the 99th
+    percentile latency within the window in milliseconds (None when unknown). A revision the
+    provider saw no requests for may be left out (read as 0 requests). Return ``None`` when the
+    provider cannot say for this environment (then the core falls back to
+    ``greentic_revision_metrics``). Raise ``ProviderError`` when the metrics API failed: the
+    window is then inconclusive, quoting the message.
+
+    Read-only; called once at the end of every analysis window of a canary whose analysis
+    source is ``provider`` (the default), so it may cost one or two API calls. When a provider
+    implements both metrics hooks, the core uses this one. Data that arrives late (most
+    metrics APIs publish a minute or more after the fact) is the provider's to document.
+    """
+
+
+@hookspec(firstresult=True)
 def greentic_revision_logs(env, revision_id, answers, state_dir, stream, replica, lines, follow):
     """Optionally return a revision's log lines, as ``kubectl logs`` shows them.
 

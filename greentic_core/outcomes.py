@@ -30,6 +30,7 @@ OPTIONAL_HOOKS = (
     "greentic_render",
     "greentic_conformance_sandbox",
     "greentic_revision_metrics",
+    "greentic_revision_window_metrics",
     "greentic_validate_routes",
     "greentic_revision_logs",
 )

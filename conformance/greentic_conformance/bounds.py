@@ -28,7 +28,7 @@ CALL_TIMEOUT_ENV = "GREENTIC_CONFORMANCE_CALL_TIMEOUT"
 
 #: The bound deployer's methods that reach the provider (everything else passes through).
 PROVIDER_CALLS = frozenset({"stage", "warm", "drain", "archive", "apply_traffic_split", "observe", "metrics",
-                            "report_runtime_config", "preflight", "render"})
+                            "window_metrics", "report_runtime_config", "preflight", "render"})
 
 
 class CallDidNotReturn(pytest.fail.Exception):  # type: ignore[misc,name-defined]
