@@ -79,20 +79,55 @@ class OnInconclusive(str, enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
+class MetricQueries:
+    """The queries of a query-language metrics source (PromQL for ``prometheus``), one per number.
+
+    Each is a template evaluated once per canary revision at the end of the window, with
+    ``{{revision}}``, ``{{revision_name}}``, ``{{deployment}}``, ``{{bundle}}``,
+    ``{{environment}}``, ``{{split_index}}`` and ``{{window}}`` (a duration such as ``63s``)
+    filled in; ``{{name | lower}}`` lower-cases a value. ``requests`` and ``errors`` count the
+    revision's requests and failed requests in the window; ``p99_ms`` is its p99 latency in
+    milliseconds (needed when the analysis has ``max_p99_ms``).
+    """
+
+    requests: str
+    errors: str
+    p99_ms: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MetricsSource:
+    """Where an analysis reads the canary's requests, errors and p99 (see docs/rollouts.md).
+
+    ``type``: ``provider`` (the default: the deployer's own metrics hooks), ``prometheus``
+    (``url`` and ``queries`` required), ``cloudwatch`` (from greentic-deployer-aws: the ALB
+    target-group metrics of the revision) or the name of another installed source (entry-point
+    group ``greentic.metrics_sources``). ``timeout_seconds``: how long one query may take.
+    """
+
+    type: str = "provider"
+    url: str | None = None
+    queries: MetricQueries | None = None
+    timeout_seconds: float | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Analysis:
     """Thresholds a canary step must meet, measured over the step's pause (the analysis window).
 
     ``max_error_rate``: failed requests / requests of the canary revisions (0..1), failed
-    meaning a 5xx answer or no answer. ``max_p99_ms``: the largest p99 latency the provider
-    reports for a canary revision. ``min_requests``: fewer requests than this in the window
-    make the analysis inconclusive (``on_inconclusive`` says what happens then). A canary
-    revision the provider does not report present and serving always fails the analysis.
+    meaning a 5xx answer or no answer. ``max_p99_ms``: the largest p99 latency reported for a
+    canary revision. ``min_requests``: fewer requests than this in the window make the analysis
+    inconclusive (``on_inconclusive`` says what happens then). ``source``: where the numbers
+    come from (default: the provider). A canary revision the provider does not report present
+    and serving always fails the analysis.
     """
 
     max_error_rate: float | None = None
     max_p99_ms: float | None = None
     min_requests: int = 0
     on_inconclusive: OnInconclusive = OnInconclusive.PAUSE
+    source: MetricsSource = attrs.field(factory=MetricsSource)
 
 
 @attrs.frozen(kw_only=True)
@@ -190,7 +225,8 @@ class DesiredState:
         return next((d for d in self.deployments if d.bundle == bundle), None)
 
 
-_CLASSES = (Analysis, CanaryStep, Strategy, DesiredRevision, DesiredDeployment, DesiredState)
+_CLASSES = (MetricQueries, MetricsSource, Analysis, CanaryStep, Strategy, DesiredRevision, DesiredDeployment,
+            DesiredState)
 
 
 # --------------------------------------------------------------------------- weights and rounding
@@ -532,6 +568,23 @@ def validate(desired: DesiredState) -> None:
                 if analysis is not None and analysis.max_error_rate is not None and analysis.max_error_rate > 1:
                     raise bad(f"{where}: max_error_rate {analysis.max_error_rate:g} must be between 0 and 1",
                               hint="0.05 means 5% of the canary's requests may fail")
+            _check_sources(d.strategy, where)
+
+
+def _check_sources(strategy: Strategy, where: str) -> None:
+    """Each analysis's metrics source: installed, and its settings right for its type."""
+    from .metrics_sources import SourceConfigError, check_source
+
+    analyses = [("strategy.analysis", strategy.analysis)]
+    analyses += [(f"strategy.steps[{i}].analysis", s.analysis) for i, s in enumerate(strategy.steps)
+                 if isinstance(s, CanaryStep)]
+    for path, analysis in analyses:
+        if analysis is None:
+            continue
+        try:
+            check_source(analysis.source, analysis)
+        except SourceConfigError as exc:
+            raise DesiredStateError(f"{where}: {path}.source: {exc.message}", hint=exc.hint) from None
 
 
 def check_environment(desired: DesiredState, env_id: str) -> None:
