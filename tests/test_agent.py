@@ -249,3 +249,45 @@ def test_agent_unit_and_once_from_the_cli(world: World, tmp_path: Path) -> None:
     assert missing.exit_code != 0 and "Traceback" not in missing.output
     off_loopback = runner.invoke(cli, [*base, "agent", ENV, "--once", "--listen", "0.0.0.0:9464"])
     assert off_loopback.exit_code != 0 and "--metrics-token-file" in off_loopback.output
+
+
+def test_a_detached_rollouts_events_reach_its_webhook_once_in_order_signed(world: World) -> None:
+    import hashlib
+    import hmac
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[dict[str, Any], str, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((json.loads(body), self.headers.get("X-Greentic-Signature-256", ""), body))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        world.apply(START)
+        target = TARGET.replace("environment: dev\n", "environment: dev\nnotify:\n  url: http://127.0.0.1:"
+                                f"{server.server_address[1]}/hook\n  secret: hook-secret\n", 1)
+        detach(world.op, ENV, target.encode(), source="target.yaml")
+        clock = Clock()
+        agent = make_agent(world, clock)
+        passes_until(agent, clock, lambda: load_detached(world.store, ENV)["status"] == "done")
+        rollout.flush_notifications(timeout=10)
+    finally:
+        server.shutdown()
+    types = [event["type"] for event, _, _ in received]
+    assert types == ["rollout.started", "rollout.step", "rollout.step", "rollout.step", "rollout.completed"], types
+    assert len({event["id"] for event, _, _ in received}) == len(received)
+    for event, signature, body in received:
+        expected_sig = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(signature, expected_sig)
+        assert event["deployment"]["bundle"] == "shop" and event["environment"] == ENV
+    shown = rollout.status(world.op, ENV, "shop")
+    assert "hook-secret" not in json.dumps(shown)
