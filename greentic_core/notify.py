@@ -485,7 +485,7 @@ class _Channel:
     def __init__(self, config: NotifyConfig, notifier: Notifier) -> None:
         self.config = config
         self.notifier = notifier
-        self.queue: queue.Queue[tuple[dict[str, Any], bytes]] = queue.Queue(maxsize=notifier.queue_size)
+        self.queue: queue.Queue[tuple[dict[str, Any], bytes] | None] = queue.Queue(maxsize=notifier.queue_size)
         self.pending = 0
         self.dropped = 0
         self.stop = threading.Event()
@@ -506,9 +506,21 @@ class _Channel:
                 self.thread = threading.Thread(target=self._run, name="greentic-notify", daemon=True)
                 self.thread.start()
 
+    def close(self) -> None:
+        """No more events; the thread ends once what is queued is delivered or given up."""
+        with self.lock:
+            self.stop.set()
+        try:
+            self.queue.put_nowait(None)  # wakes an idle thread (a full queue has a busy one)
+        except queue.Full:
+            pass
+
     def _run(self) -> None:
         while True:
-            event, body = self.queue.get()
+            item = self.queue.get()
+            if item is None:
+                return
+            event, body = item
             try:
                 if self.stop.is_set():
                     result = _Delivery(ok=False, attempts=0, error="not sent: the notifier was closed first")
@@ -529,6 +541,8 @@ class _Channel:
                 with self.lock:
                     self.pending -= 1
                     self.lock.notify_all()
+            if self.stop.is_set() and self.queue.empty():
+                return
 
     def _failed(self, event: dict[str, Any], result: _Delivery) -> None:
         url = redact_url(self.config.url)
@@ -585,6 +599,9 @@ class Notifier:
         """Queue an event for every webhook that wants it; return its payload (None when no
         webhook wants it). Returns at once; never raises."""
         try:
+            if event_type not in EVENT_TYPES:
+                log.warning("unknown notification type %r: not sent", event_type)
+                return None
             wanted = [c for c in self._channels if c.config.wants(event_type)]
             if not wanted or self.closed:
                 return None
@@ -612,7 +629,7 @@ class Notifier:
         grace = min(1.0, max(timeout, 0.0) / 5)
         done = self.flush(max(timeout, 0.0) - grace)
         for channel in self._channels:
-            channel.stop.set()
+            channel.close()
         if not done:
             self.flush(grace)
             left = sum(c.pending for c in self._channels)

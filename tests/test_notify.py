@@ -150,6 +150,11 @@ def test_every_event_is_delivered_once_in_order_and_signed(receiver: Receiver) -
     assert first["environment"] == "dev" and first["actor"] == "ana@laptop" and first["deployment"] == DEPLOYMENT
     assert datetime.fromisoformat(first["time"].replace("Z", "+00:00")).utcoffset().total_seconds() == 0
     assert failures == []
+    assert wait_until(lambda: not any(t.is_alive() for t in notifier_threads(notifier)))  # close ends the thread
+
+
+def notifier_threads(notifier: Notifier) -> list[threading.Thread]:
+    return [c.thread for c in notifier._channels if c.thread is not None]
 
 
 def test_without_a_secret_no_signature_is_sent(receiver: Receiver) -> None:
