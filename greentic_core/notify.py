@@ -427,7 +427,8 @@ def _deliver(config: NotifyConfig, event: dict[str, Any], body: bytes, retry: Re
         secret = os.environ.get(config.secret_env) or None
         if secret is None:
             return _Delivery(ok=False, attempts=0,
-                             error=f"environment variable {config.secret_env} (secret_env) is not set: not sent unsigned")
+                             error=f"environment variable {config.secret_env} (secret_env) is not set: "
+                                   "not sent unsigned")
     parts = urlsplit(config.url)
     userinfo, _, host = parts.netloc.rpartition("@")
     url = parts._replace(netloc=host).geturl()

@@ -288,7 +288,8 @@ def test_close_gives_up_on_time_and_audits_what_was_not_delivered(store: Store) 
     slow = Retry(attempts=5, first_delay=30.0, max_delay=30.0, max_total=120.0)  # the defaults' order of size
     notifier = Notifier(notify.parse({"url": f"http://127.0.0.1:{free_port()}/hook", "secret": SECRET}),
                         env_id="dev", actor="a", retry=slow, audit=notify.store_audit(store, "dev", "a", "apply"))
-    events = [notifier.emit(kind, deployment=DEPLOYMENT) for kind in ("rollout.started", "rollout.step", "rollout.step")]
+    kinds = ("rollout.started", "rollout.step", "rollout.paused")
+    events = [notifier.emit(kind, deployment=DEPLOYMENT) for kind in kinds]
     started = time.monotonic()
     assert notifier.close(timeout=2.0) is False  # the first event was still waiting for its retry
     assert time.monotonic() - started < 2.5
