@@ -31,7 +31,7 @@ STAMP = VENV / ".greentic-setup-stamp"
 def distributions() -> list[Path]:
     """Every distribution in the repository, core first (plugins depend on it)."""
     found = [ROOT]
-    for parent in ("plugins", "conformance"):
+    for parent in ("plugins", "conformance", "ui"):
         base = ROOT / parent
         if (base / "pyproject.toml").exists():
             found.append(base)

@@ -45,12 +45,22 @@ def _templates() -> jinja2.Environment:
                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = charts.pct
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=False, default=str)
+    env.filters["plain"] = _plain
     env.globals["colour"] = charts.colour
     env.globals["split_bar"] = charts.split_bar
     env.globals["analysis_charts"] = charts.analysis_charts
     env.globals["pairs"] = lambda entries: [(e["revision_id"], e["weight_bps"]) for e in entries]
     env.globals["version"] = __version__
     return env
+
+
+def _plain(value: Any) -> str:
+    """A value of an audit event as people read it: ``{"a": 1}`` -> ``a=1``, lists joined."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
 
 
 def error_json(exc: GreenticError) -> tuple[int, dict[str, Any]]:

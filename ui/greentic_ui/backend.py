@@ -13,6 +13,7 @@ may quote one in an observation detail or an error), as the operator scrubs its 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,8 +30,8 @@ from greentic_core.traffic import split_history
 
 #: Observations younger than this are reused (a page and the live watcher share them).
 OBSERVE_MAX_AGE = 1.5
-#: Notify configuration keys shown as they are; any other key of a ``notify`` block is redacted.
-NOTIFY_SAFE_KEYS = frozenset({"kind", "type", "events", "on", "channel", "enabled", "redacted"})
+#: Keys whose values are secrets wherever they appear in a notify record.
+SECRET_WORDS = re.compile(r"secret|token|password|passwd|credential|api_?key", re.I)
 #: Rollout phases that count as "in progress" on the environments page.
 IN_PROGRESS = ("progressing", "paused", "aborting", "retry")
 
@@ -59,27 +60,31 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
 
 
 def redact_notify(notify: Any) -> Any:
-    """A rollout's notify configuration safe to show: its own ``redacted()`` when it has one,
-    else every key but the harmless ones replaced (a webhook URL is a secret)."""
+    """A rollout's notify configuration safe to show (the core already redacts it in
+    ``rollout.status``; this is the belt to its braces): a secret-looking key's value becomes
+    ``***``, and so does anything that is neither a record nor a list of records."""
     if notify is None:
         return None
-    redacted = getattr(notify, "redacted", None)
-    if callable(redacted):
-        notify = redacted()
-        to_json = getattr(notify, "to_json", None)
-        if callable(to_json):
-            notify = to_json()
-        elif hasattr(notify, "__attrs_attrs__"):
-            import attrs
-
-            notify = attrs.asdict(notify)
+    if isinstance(notify, list):
+        return [redact_notify(item) for item in notify]
     if isinstance(notify, Mapping):
-        shown: dict[str, Any] = {}
-        for key, value in notify.items():
-            safe = str(key) in NOTIFY_SAFE_KEYS and not isinstance(value, Mapping)
-            shown[str(key)] = value if safe else REDACTED
-        return shown
+        return {str(k): (REDACTED if SECRET_WORDS.search(str(k)) and v not in (None, "", REDACTED) else v)
+                for k, v in notify.items()}
     return REDACTED
+
+
+def notify_secrets(records: Any) -> set[str]:
+    """The secret values of raw notify records (webhook secrets, URLs with credentials or a
+    query), to scrub from everything shown."""
+    found: set[str] = set()
+    for record in records if isinstance(records, list) else []:
+        if not isinstance(record, Mapping):
+            continue
+        for key, value in record.items():
+            if isinstance(value, str) and len(value) >= 3 and (SECRET_WORDS.search(str(key)) or
+                                                               (key == "url" and ("@" in value or "?" in value))):
+                found.add(value)
+    return found
 
 
 class Backend:
@@ -320,16 +325,17 @@ class Backend:
         env = self.store().load(env_id)
         state = rollout.load_state(self.store(), env_id, doc["deployment_id"])
         doc = json.loads(json.dumps(doc, default=str))
+        raw_notify = getattr(state, "notify", None) if state is not None else None
         if "notify" in doc:
-            live = getattr(state, "notify", None) if state is not None else None
-            doc["notify"] = redact_notify(live if live is not None else doc["notify"])
+            doc["notify"] = redact_notify(doc["notify"])
         doc["next_due_at"] = _next_due(doc)
         doc["timeline"] = _timeline(doc)
         names = {r.revision_id: revision_name(r) for r in env.revisions}
         doc["labels"] = {rid: (names.get(rid) or rid) for pair in (*doc.get("baseline", []), *doc.get("target", []),
                                                                      *doc.get("current_split", []))
                          for rid in [pair[0]]}
-        return scrub(doc, self.secrets(env))
+        extra = tuple(sorted(notify_secrets(raw_notify), key=len, reverse=True))
+        return scrub(doc, (*self.secrets(env), *extra))
 
     def history(self, env_id: str, *, actor: str | None = None, verb: str | None = None,
                 outcome: str | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -434,7 +440,7 @@ def _parse_ts(value: Any) -> datetime | None:
 def _next_due(doc: Mapping[str, Any]) -> str | None:
     """When the current step's pause ends: the state's own due time when it records one, else
     the window's start plus the step's pause."""
-    for key in ("next_due_at", "next_step_due_at", "due_at", "next_due"):
+    for key in ("next_step_due", "next_due_at", "next_step_due_at", "due_at", "next_due"):
         if doc.get(key):
             return str(doc[key])
     if doc.get("phase") != "progressing":
