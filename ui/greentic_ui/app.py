@@ -38,6 +38,8 @@ CONFIG = web.AppKey("config", dict)
 JINJA = web.AppKey("jinja", jinja2.Environment)
 READS = web.AppKey("reads", ThreadPoolExecutor)
 WRITES = web.AppKey("writes", ThreadPoolExecutor)
+AUTH = web.RequestKey("auth", str)  # "bearer" | "cookie"
+SID = web.RequestKey("sid", str)  # the session id of a cookie
 
 
 def _templates() -> jinja2.Environment:
@@ -79,6 +81,12 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except web.HTTPException as exc:
+        if request.path.startswith("/api/") and exc.status in (404, 405) and exc.content_type != "application/json":
+            response = web.json_response({"ok": False, "kind": "not_found" if exc.status == 404 else "usage",
+                                          "message": f"{exc.reason}: {request.method} {request.path}"},
+                                         status=exc.status)
+            _secure_headers(request, response.headers)
+            return response
         _secure_headers(request, exc.headers)
         raise
     if not response.prepared:  # an event stream set its own before it started
@@ -124,12 +132,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return response
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer ") and sessions.check_token(auth[7:].strip()):
-        request["auth"] = "bearer"
+        request[AUTH] = "bearer"
         return await handler(request)
     sid = request.cookies.get(COOKIE)
     if sessions.valid(sid):
-        request["auth"] = "cookie"
-        request["sid"] = sid
+        request[AUTH] = "cookie"
+        request[SID] = sid
         return await handler(request)
     return _refuse(request, 401, "unauthorized",
                    "a token is required: open the URL `greentic-deployer ui` printed at start "
@@ -148,7 +156,7 @@ def _page(request: web.Request, template: str, **context: Any) -> web.Response:
     sessions = request.app[SESSIONS]
     config = request.app[CONFIG]
     text = request.app[JINJA].get_template(template).render(
-        csrf=sessions.csrf(request.get("sid")) or "", allow_actions=config["allow_actions"],
+        csrf=sessions.csrf(request.get(SID)) or "", allow_actions=config["allow_actions"],
         actor=request.app[BACKEND].actor, store_url=config["store_url"], **context)
     return web.Response(text=text, content_type="text/html")
 
@@ -321,9 +329,9 @@ def _check_action(request: web.Request) -> web.Response | None:
     if not request.app[CONFIG]["allow_actions"]:
         return _json({"ok": False, "kind": "forbidden",
                       "message": "actions are off: start the dashboard with --allow-actions"}, 403)
-    if request.get("auth") == "cookie":
+    if request.get(AUTH) == "cookie":
         sessions = request.app[SESSIONS]
-        if not sessions.check_csrf(request.get("sid"), request.headers.get(CSRF_HEADER)):
+        if not sessions.check_csrf(request.get(SID), request.headers.get(CSRF_HEADER)):
             return _json({"ok": False, "kind": "forbidden", "message": "missing or wrong CSRF token"}, 403)
         origin = request.headers.get("Origin")
         if origin is not None and origin != f"{request.scheme}://{request.host}":

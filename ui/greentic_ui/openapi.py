@@ -199,7 +199,9 @@ def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
     return out
 
 
-ENV_PARAM = {"name": "env", "in": "path", "required": True, "schema": {"type": "string"}}
+#: an environment id: ASCII letters, digits, '.', '-', '_'; not '.' or '..' (a directory name)
+ENV_ID_PATTERN = r"^([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)$"
+ENV_PARAM = {"name": "env", "in": "path", "required": True, "schema": {"type": "string", "pattern": ENV_ID_PATTERN}}
 DEP_PARAM = {"name": "deployment", "in": "path", "required": True, "schema": {"type": "string"},
              "description": "deployment id, unique prefix or bundle id"}
 ACTION_BODY = {"action_id": {"type": "string", "description": "echoed in the progress events of /api/events"}}
@@ -261,8 +263,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                                       "content": {"application/json": {"schema": ERROR}}}}}},
             "/api/environments/{env}/deployments/{deployment}/traffic": _action(
                 "Set the split (basis points, total 10000)",
-                {"weights": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0,
-                                                                         "maximum": 10000}}},
+                {"weights": {"type": "object", "minProperties": 1,
+                             "description": "revision (id, unique prefix or `latest`) -> basis points; the "
+                                            "weights must total exactly 10000 (else 400)",
+                             "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 10000}}},
                 SPLIT_CHANGE, [ENV_PARAM, DEP_PARAM], ["weights"]),
             "/api/environments/{env}/deployments/{deployment}/rollback": _action(
                 "Restore the split as it was STEPS changes ago", {"steps": {"type": "integer", "minimum": 1}},
