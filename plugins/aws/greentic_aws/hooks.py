@@ -138,6 +138,14 @@ def greentic_observe(env, answers):
 
 
 @hookimpl
+def greentic_revision_window_metrics(env, answers, revision_ids, start, end):
+    """The canary's ALB target-group metrics over the window, from CloudWatch (see cloudwatch.py)."""
+    from .cloudwatch import window_metrics
+
+    return window_metrics(Answers.parse(answers), env, revision_ids, start, end)
+
+
+@hookimpl
 def greentic_preflight(env, answers):
     return _provider(answers, env).preflight()
 
