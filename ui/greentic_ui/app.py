@@ -182,11 +182,14 @@ async def index_page(request: web.Request) -> web.Response:
 async def env_page(request: web.Request) -> web.Response:
     env_id = request.match_info["env"]
     try:
-        env = await _read(request, request.app[BACKEND].environment, env_id)
+        env = await _read(request, request.app[BACKEND].environment, env_id, runtime=False)
     except GreenticError as exc:
         return _not_found_page(request, exc)
-    colours = _colours(env)
-    return _page(request, "environment.html", env=env, colours=colours, page_env=env_id)
+    ready: dict[str, list[dict[str, Any]]] = {}
+    for revision in env["revisions"]:
+        if revision["lifecycle"] == "ready":
+            ready.setdefault(revision["deployment_id"], []).append(revision)
+    return _page(request, "environment.html", env=env, colours=_colours(env), ready=ready, page_env=env_id)
 
 
 def _colours(env: dict[str, Any]) -> dict[str, str]:
@@ -250,6 +253,15 @@ async def api_environment(request: web.Request) -> web.Response:
         status, err = error_json(exc)
         return _json(err, status)
     return _json({"ok": True, "environment": doc})
+
+
+async def api_runtime_config(request: web.Request) -> web.Response:
+    try:
+        doc = await _read(request, request.app[BACKEND].runtime_config, request.match_info["env"])
+    except GreenticError as exc:
+        status, err = error_json(exc)
+        return _json(err, status)
+    return _json({"ok": True, "runtime_config": doc})
 
 
 async def api_rollout(request: web.Request) -> web.Response:
@@ -436,6 +448,7 @@ def make_app(backend: Backend, *, token: str, allow_actions: bool, loopback: boo
     r.add_get("/api/environments", api_environments)
     r.add_get("/api/environments/{env}", api_environment)
     r.add_get("/api/environments/{env}/history", api_history)
+    r.add_get("/api/environments/{env}/runtime-config", api_runtime_config)
     r.add_get("/api/environments/{env}/rollouts/{deployment}", api_rollout)
     r.add_get("/api/plugins", api_plugins)
     r.add_post("/api/environments/{env}/deployments/{deployment}/traffic", api_traffic_set)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from greentic_core import codec
@@ -190,11 +191,14 @@ class Backend:
 
     # ----------------------------------------------------------------- rollouts
 
-    def rollout_states(self, env_id: str) -> dict[str, Any]:
+    def rollout_states(self, env_id: str, env: Any = None) -> dict[str, Any]:
         from greentic_core import rollout
 
         try:
-            return rollout.load_all(self.store(), env_id)
+            try:
+                return rollout.load_all(self.store(), env_id, env)  # a core that takes the loaded document
+            except TypeError:
+                return rollout.load_all(self.store(), env_id)
         except GreenticError:
             return {}
 
@@ -212,7 +216,7 @@ class Backend:
                              "rollouts": [], "health": {"state": "unknown", "message": exc.message}, "lease": None})
                 continue
             secrets = self.secrets(env)
-            states = self.rollout_states(env_id)
+            states = self.rollout_states(env_id, env)
             lifecycles: dict[str, int] = {}
             for r in env.revisions:
                 lifecycles[r.lifecycle.value] = lifecycles.get(r.lifecycle.value, 0) + 1
@@ -260,13 +264,22 @@ class Backend:
         return {"state": "healthy", "message": f"{serving}/{len(ready)} ready revision(s) serving",
                 "serving": serving, "ready": len(ready)}
 
-    def environment(self, env_id: str, *, observe: bool = True) -> dict[str, Any]:
+    def runtime_config(self, env_id: str) -> dict[str, Any] | None:
+        """The published runtime-config (None when nothing is live), secrets scrubbed."""
+        store = self.store()
+        env = store.load(env_id)
+        runtime = store.load_runtime_config(env_id)
+        return scrub(codec.unstructure(runtime), self.secrets(env)) if runtime is not None else None
+
+    def environment(self, env_id: str, *, observe: bool = True, runtime: bool = True) -> dict[str, Any]:
+        """One environment. ``runtime=False`` leaves the runtime config out (``None``): the page
+        loads it when it is opened, as it is as large as the environment."""
         store = self.store()
         env = store.load(env_id)
         secrets = self.secrets(env)
         observed = self.observation(env_id) if observe else {"ok": False, "error": "not observed",
                                                               "revisions": {}, "deployments": {}}
-        states = self.rollout_states(env_id)
+        states = self.rollout_states(env_id, env)
         weights = {e.revision_id: e.weight_bps for s in env.traffic_splits for e in s.entries}
         names = {r.revision_id: revision_name(r) for r in env.revisions}
         revisions = []
@@ -301,11 +314,13 @@ class Backend:
                                                        "steps": len(state.steps), "reason": state.reason},
                 "revision_ids": [r.revision_id for r in env.revisions if r.deployment_id == b.deployment_id],
             })
-        try:
-            runtime = store.load_runtime_config(env_id)
-            runtime_doc = codec.unstructure(runtime) if runtime is not None else None
-        except GreenticError as exc:
-            runtime_doc = {"error": exc.message}
+        runtime_doc = None
+        if runtime:
+            try:
+                published = store.load_runtime_config(env_id)
+                runtime_doc = codec.unstructure(published) if published is not None else None
+            except GreenticError as exc:
+                runtime_doc = {"error": exc.message}
         doc = {
             "environment_id": env.environment_id, "name": env.name, "generation": env.generation,
             "deployer": _deployer(env), "listen_addr": env.host_config.listen_addr,
@@ -372,33 +387,48 @@ class Backend:
     def fingerprint(self, env_id: str) -> tuple[Any, ...]:
         """Something that changes when the environment, its audit log or a rollout state does.
 
-        The file backend is read with ``stat`` (no decoding); other backends through the
-        contract (generation and audit length)."""
+        The file backend is read with ``stat`` (nothing read or decoded): the document, the
+        audit log and the rollout states (attachments under ``<env_dir>/rollouts``). Other
+        backends through the contract: generation, audit length and each deployment's rollout
+        attachment."""
+        from greentic_core import rollout
+
         store = self.store()
         path_of = getattr(store, "environment_path", None)
         audit_of = getattr(store, "audit_path", None)
         if callable(path_of) and callable(audit_of):
-            doc = _stamp(path_of(env_id))
-            audit = _stamp(audit_of(env_id))
-            base: tuple[Any, ...] = (doc, audit)
-        else:
-            try:
-                base = (store.load(env_id).generation, len(store.audit_events(env_id)))
-            except GreenticError as exc:
-                base = ("error", exc.message)
-        from greentic_core import rollout
-
+            document = Path(path_of(env_id))
+            stamps: list[Any] = [_stamp(document), _stamp(audit_of(env_id))]
+            for directory in (document.parent / "rollouts", _legacy_rollouts(store, env_id)):
+                if directory is not None and directory.is_dir():
+                    stamps.append(tuple(sorted((p.name, _stamp(p)) for p in directory.glob("*.json"))))
+            return tuple(stamps)
         try:
-            directory = rollout.rollouts_dir(store, env_id)
-            rollouts = tuple(sorted((p.name, _stamp(p)) for p in directory.glob("*.json"))) if directory.is_dir() else ()
-        except (OSError, GreenticError):
-            rollouts = ()
-        return (*base, rollouts)
+            env = store.load(env_id)
+            states = []
+            name_of = getattr(rollout, "attachment_name", None)
+            if callable(name_of):
+                for bundle in env.bundles:
+                    raw = store.read_attachment(env_id, name_of(bundle.deployment_id))
+                    states.append(None if raw is None else hash(raw))
+            return (env.generation, len(store.audit_events(env_id)), tuple(states))
+        except GreenticError as exc:
+            return ("error", exc.message)
 
     def observation_fingerprint(self, env_id: str) -> str:
         seen = self.observation(env_id)
         return json.dumps([seen.get("ok"), seen.get("error"), seen.get("revisions"), seen.get("deployments")],
                           sort_keys=True, default=str)
+
+
+def _legacy_rollouts(store: Any, env_id: str) -> Path | None:
+    """Where rollout states lived before they became store attachments (the state directory)."""
+    try:
+        from greentic_core import rollout
+
+        return Path(rollout.rollouts_dir(store, env_id))
+    except (GreenticError, OSError, AttributeError):
+        return None
 
 
 def _stamp(path: Any) -> tuple[int, int, int] | None:

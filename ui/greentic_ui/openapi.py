@@ -247,6 +247,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                                {"name": "outcome", "in": "query", "schema": {"type": "string"}},
                                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
                 "responses": _responses(HISTORY, *READ_ERRORS)}},
+            "/api/environments/{env}/runtime-config": {"get": {
+                "summary": "The published runtime config (null when nothing is live)",
+                "parameters": [ENV_PARAM],
+                "responses": _responses(_ok({"type": "object", "nullable": True}, "runtime_config"), *READ_ERRORS)}},
             "/api/environments/{env}/rollouts/{deployment}": {"get": {
                 "summary": "A canary rollout: steps, current step, analyses, next due time",
                 "parameters": [ENV_PARAM, DEP_PARAM],

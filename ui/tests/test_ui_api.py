@@ -42,7 +42,7 @@ def _operations(schema) -> list:
 
 def test_generated_requests_get_documented_answers(schema, dashboard: Dashboard) -> None:
     operations = _operations(schema)
-    assert len(operations) == 9, [f"{o.method} {o.path}" for o in operations]
+    assert len(operations) == 10, [f"{o.method} {o.path}" for o in operations]
     for operation in operations:
         @settings(max_examples=25, derandomize=True, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
@@ -77,6 +77,8 @@ def test_answers_about_real_objects_match_the_document(schema, shop: LocalEnv, d
     check("GET", "/api/environments/{env}/rollouts/{deployment}", 404, path_parameters={"env": "shop",
                                                                                          "deployment": did})
     check("GET", "/api/plugins", 200)
+    runtime = check("GET", "/api/environments/{env}/runtime-config", 200, path_parameters={"env": "shop"})
+    assert [b["revision_id"] for b in runtime["runtime_config"]["revisions"]] == [shop.v1]
     traffic = "/api/environments/{env}/deployments/{deployment}/traffic"
     check("POST", traffic, 400, path_parameters={"env": "shop", "deployment": did},
           body={"weights": {shop.v1: 5000}}, media_type="application/json")

@@ -10,6 +10,7 @@ and none holds any of the secrets.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from pathlib import Path
 from typing import Any
@@ -63,16 +64,16 @@ def vault(tmp_path: Path) -> LocalEnv:
     env.store.write_attachment(env.env_id, "env-packs/deployer/answers.json",
                                json.dumps({**answers, "api_key": API_KEY}).encode())
     did = env.deployment_id("web")
-    rollouts = env.store.state_dir(env.env_id) / "rollouts"
-    rollouts.mkdir(parents=True, exist_ok=True)
-    (rollouts / f"{did}.json").write_text(json.dumps({
+    from greentic_core import rollout
+
+    env.store.write_attachment(env.env_id, rollout.attachment_name(did), json.dumps({
         "schema": "greentic.rollout.v1", "env_id": env.env_id, "deployment_id": did, "bundle_id": "web",
         "phase": "paused", "reason": "paused by tester", "baseline": [[rid, 10_000]], "target": [[rid, 10_000]],
         "canary": [], "steps": [{"index": 0, "fraction_bps": 10_000, "weights": [[rid, 10_000]],
                                  "pause_seconds": 5, "analysis": None}],
         "notify": [{"url": f"https://bot:{URL_PASSWORD}@hooks.example.com/greentic?sig={URL_PASSWORD}",
                     "secret": WEBHOOK_SECRET}],
-    }))
+    }).encode())
     env.rid, env.did = rid, did
     return env
 
@@ -105,7 +106,9 @@ def test_no_page_and_no_api_answer_holds_a_secret(vault: LocalEnv) -> None:
             await client.close()
 
     try:
-        answers = asyncio.run(read_all())
+        # in a thread of its own: Playwright's sync API (other modules) keeps a loop in this one
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answers = pool.submit(lambda: asyncio.run(read_all())).result(60)
     finally:
         backend.close()
     for path, text in answers.items():

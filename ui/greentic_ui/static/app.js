@@ -23,7 +23,7 @@
 
   function busy(section) {
     // a section someone is editing is not replaced under their hands
-    if (section.querySelector('form[data-dirty="1"]')) return true;
+    if (section.querySelector('form[data-dirty="1"], details.lazy[open]')) return true;
     const active = document.activeElement;
     return !!(active && active !== body && section.contains(active) && active.matches("input, select, textarea"));
   }
@@ -280,7 +280,7 @@
         ? "Drain revision " + rid + "? It stops after its in-flight requests."
         : "Archive revision " + rid + "? What the provider created for it is removed.";
       if (!(await confirmAction(text))) return;
-      await post("/api/environments/" + enc(button.dataset.env) + "/revisions/" + enc(rid) + "/" + action, {},
+      await post("/api/environments/" + enc(button.dataset.env || pageEnv) + "/revisions/" + enc(rid) + "/" + action, {},
         action + " " + rid);
     } else if (action === "rollout") {
       const box = button.closest(".rollout-actions");
@@ -297,6 +297,22 @@
         payload, "rollout " + verb + " " + box.dataset.bundle);
     }
   });
+
+  // ------------------------------------------------------------------ lazy details (large documents)
+
+  document.addEventListener("toggle", async (event) => {
+    const details = event.target;
+    if (!details.matches || !details.matches("details.lazy") || !details.open) return;
+    const pre = details.querySelector("pre");
+    try {
+      const response = await fetch(details.dataset.src, { credentials: "same-origin" });
+      const doc = await response.json();
+      const value = doc.runtime_config;
+      pre.textContent = value ? JSON.stringify(value, null, 2) : (doc.ok ? "nothing is live" : doc.message);
+    } catch (err) {
+      pre.textContent = String(err);
+    }
+  }, true);
 
   // ------------------------------------------------------------------ countdowns
 
