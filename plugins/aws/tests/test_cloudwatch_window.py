@@ -138,7 +138,7 @@ def test_the_cloudwatch_source_takes_no_url_and_reads_only_aws_ecs_environments(
 
 
 def test_the_window_hook_reads_the_revisions_target_groups_over_the_window(
-        deployer, world, answers, aws, metrics) -> None:
+        deployer, world, answers, aws, metrics, calls) -> None:
     deployment_id, (v1, v2, cold) = world.new_deployment(revisions=3, image=IMAGE)
     deployer.warm(world.env, v1.revision_id)
     deployer.warm(world.env, v2.revision_id)
@@ -150,8 +150,10 @@ def test_the_window_hook_reads_the_revisions_target_groups_over_the_window(
     publish(metrics, aws, answers, tg2, now - timedelta(minutes=5), requests=1000, target_5xx=900)  # before
     publish(metrics, aws, answers, tg1, now - timedelta(seconds=20), requests=77, target_5xx=1)
 
+    calls.reset()
     found = deployer.window_metrics(world.env, [v2.revision_id, v1.revision_id, cold.revision_id],
                                     now - timedelta(seconds=60), now)
+    assert calls.by_operation() == {"DescribeServices": 1, "DescribeTaskSets": 1, "GetMetricData": 1}
     assert found == {v2.revision_id: {"requests": 150, "errors": 12, "p99_ms": None},
                      v1.revision_id: {"requests": 77, "errors": 1, "p99_ms": None}}  # cold: no target group
     assert deployer.window_metrics(world.env, [v2.revision_id], now - timedelta(seconds=5), now) == \
@@ -256,3 +258,21 @@ def test_a_canary_with_no_alb_data_is_inconclusive(lane: dict[str, Any]) -> None
     with pytest.raises(rollout.RolloutPaused) as caught:
         apply(lane["op"], ENV, document(["v1", "v2"], "v2", source={"type": "cloudwatch"}))
     assert "only 0 canary requests in the window (min_requests 50)" in caught.value.message
+
+
+def test_the_readme_grants_what_the_canary_metrics_call() -> None:
+    """The README's CloudWatch statement grants exactly the CloudWatch calls of cloudwatch.py;
+    the ECS reads it makes are in the main policy (checked by test_aws_plugin)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    source = (root / "greentic_aws" / "cloudwatch.py").read_text()
+    called = {f"cloudwatch:{''.join(p.title() for p in m.split('_'))}"
+              for m in re.findall(r'pages\(client, "([a-z_]+)"', source)}
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Canary metrics from CloudWatch", 1)[1].split("\n## ", 1)[0]
+    statement = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    assert called == {"cloudwatch:GetMetricData"} and set(statement["Action"]) == called
+    policy = json.loads(re.search(r"```json\n(.*?)```", readme, re.S).group(1))
+    granted = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {"ecs:DescribeServices", "ecs:DescribeTaskSets"} <= granted
