@@ -28,6 +28,7 @@ from .desired import DesiredState, check_environment
 from .errors import GreenticError
 from .operator import Operator, resolve_deployment
 from .plan import Action, Plan, Step, compute_plan, resolve_ref, resolve_weights, step_key
+from .store.contract import DETACHED_ATTACHMENT
 
 #: ``on_step(index, total, step, phase)``; phase is ``"start"`` or ``"done"`` (or ``"skipped"``).
 StepCallback = Callable[[int, int, Step, str], None]
@@ -161,7 +162,7 @@ def _run(op: Operator, env_id: str, step: Step, plan: Plan, *, timeout: float | 
 # --------------------------------------------------------------------------- detached applies
 
 #: Where ``apply --detach`` records the desired state for the agent (an environment attachment).
-DETACHED = "desired/detached.json"
+DETACHED = DETACHED_ATTACHMENT
 DETACHED_V1 = "greentic.detached-apply.v1"
 #: Re-plans one :func:`advance_detached` call may make (each follows a step that changed something).
 MAX_ROUNDS = 50

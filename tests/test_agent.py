@@ -291,3 +291,23 @@ def test_a_detached_rollouts_events_reach_its_webhook_once_in_order_signed(world
         assert event["deployment"]["bundle"] == "shop" and event["environment"] == ENV
     shown = rollout.status(world.op, ENV, "shop")
     assert "hook-secret" not in json.dumps(shown)
+
+
+def test_store_migrate_carries_rollout_states_and_a_detached_apply(world: World, tmp_path: Path) -> None:
+    world.apply(START)
+    detach(world.op, ENV, TARGET.encode(), source="target.yaml")
+    clock = Clock()
+    agent = make_agent(world, clock)
+    passes_until(agent, clock, lambda: bool(rollout.load_all(world.store, ENV)), step=0)
+    did = next(iter(rollout.load_all(world.store, ENV)))
+    source_url = world.store_args[1] if world.store_args else f"file://{world.home}"
+    target = tmp_path / "copy"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--home", str(world.home), "--json", "store", "migrate", "--from", source_url,
+                                 "--to", f"file://{target}", ENV])
+    assert result.exit_code == 0, result.output
+    copied = target / "environments" / ENV
+    assert json.loads((copied / "rollouts" / f"{did}.json").read_text()) == \
+        rollout.load_state(world.store, ENV, did).to_json()
+    assert json.loads((copied / "desired" / "detached.json").read_text())["status"] == "pending"
+    assert not (copied / "agent.json").exists()  # the claim names a holder of the source store

@@ -195,6 +195,27 @@ class LeaseInfo:
 
 #: The attachments every backend stores with an environment (and ``store migrate`` copies).
 ATTACHMENTS = ("env-packs/deployer/answers.json",)
+#: A detached apply (``apply --detach``) waiting for the agent.
+DETACHED_ATTACHMENT = "desired/detached.json"
+
+
+def attachment_names(document: bytes) -> tuple[str, ...]:
+    """The attachments an export copies for an environment whose document is ``document``:
+    :data:`ATTACHMENTS`, the detached apply and each deployment's rollout state
+    (``rollouts/<deployment_id>.json``). The agent's claim (``agent.json``) stays behind: it
+    names a holder of the source store."""
+    import json
+
+    names = [*ATTACHMENTS, DETACHED_ATTACHMENT]
+    try:
+        bundles = json.loads(document).get("bundles") or []
+    except (ValueError, AttributeError):
+        bundles = []
+    for bundle in bundles:
+        did = bundle.get("deployment_id") if isinstance(bundle, dict) else None
+        if isinstance(did, str) and did.isalnum():
+            names.append(f"rollouts/{did}.json")
+    return tuple(names)
 
 
 @attrs.frozen

@@ -81,7 +81,7 @@ from ..projection import materialize_runtime_config
 from ..spec import Environment, RuntimeConfig
 from .contract import Transaction as _Transaction
 from .contract import (
-    ATTACHMENTS,
+    attachment_names,
     InvalidEnvironment,
     LeaseInfo,
     LockTimeout,
@@ -403,7 +403,7 @@ class FileStore(StoreBackend):
             if document is None:
                 raise _not_found(self, env_id)
             config = _read_bytes(paths.runtime_config)
-            attachments = tuple((name, data) for name in ATTACHMENTS
+            attachments = tuple((name, data) for name in attachment_names(document)
                                 if (data := self.read_attachment(env_id, name)) is not None)
         except OSError as exc:
             raise StoreError(f"cannot read environment {env_id!r}: {_describe(exc)}", env_id=env_id) from exc
