@@ -43,7 +43,7 @@ from ..errors import EnvironmentExists, EnvironmentNotFound, SpecError, StoreErr
 from ..projection import materialize_runtime_config
 from ..spec import Environment, RuntimeConfig
 from .contract import (
-    ATTACHMENTS,
+    attachment_names,
     InvalidEnvironment,
     LeaseInfo,
     LeaseLost,
@@ -244,7 +244,7 @@ class LeasedStore(StoreBackend):
         stored = self._read(env_id)
         if stored is None:
             raise self._not_found(env_id)
-        attachments = tuple((name, data) for name in ATTACHMENTS
+        attachments = tuple((name, data) for name in attachment_names(stored.data)
                             if (data := self._read_attachment(env_id, name)) is not None)
         return Snapshot(env_id, stored.data, self._read_runtime_config(env_id), tuple(self._read_audit(env_id)),
                         tuple(self.backups(env_id)), attachments)
