@@ -328,6 +328,7 @@ def test_two_agents_and_a_sigkill_carry_a_healthy_detached_canary_to_the_end_onc
     assert canary_sets == steps, (canary_sets, steps)
     actors = {e["actor"] for e in audit(lc) if e.get("verb") == "traffic.set"}
     assert any(a.startswith("agent@") for a in actors)
+    assert not [e for e in audit(lc) if e.get("outcome") == "conflict"]  # no write lost a compare-and-swap
     commands = {e.get("command", "") for e in audit(lc) if e.get("actor", "").startswith("agent@")}
     assert len(commands) >= 2, commands  # two agent processes acted (the command names the pid)
 
