@@ -29,6 +29,9 @@ def _analysis_text(analysis) -> str:
         parts.append(f"p99 <= {analysis.max_p99_ms:g} ms")
     if analysis.min_requests:
         parts.append(f">= {analysis.min_requests} requests")
+    source = getattr(analysis, "source", None)
+    if source is not None and source.type != "provider":
+        parts.append(f"from {source.type}")
     return "analysis: " + (", ".join(parts) or "canary serving")
 
 
