@@ -7,7 +7,7 @@ fsync on, as the file store fsyncs) and a moto S3 server over HTTP on loopback
 (``greentic_store_s3.testing.MotoServer``), then measures each backend in the same run:
 
 * **load**: median wall time of ``store.load`` of a small environment (2 revisions);
-* **mutation**: median wall time of a full ``traffic set`` through the operator
+* **mutation**: median wall time (and, for S3, HTTP requests) of a full ``traffic set`` through the operator
   (``Operator.traffic_set``, record-only: lease, load, engine, compare-and-swap save with its
   audit event, backup and runtime-config, release; no provider, so the store's cost is what
   is measured);
@@ -52,6 +52,21 @@ def median_ms(fn, n: int) -> float:
     return statistics.median(times) * 1000
 
 
+def count_requests(store) -> list[int] | None:
+    """A one-element counter of the HTTP requests an S3 store sends from now on (retries
+    included; botocore's ``before-send`` event), or None for a store that is not S3."""
+    client = getattr(store, "_s3", None)
+    if client is None:
+        return None
+    counter = [0]
+
+    def sent(**_: object) -> None:
+        counter[0] += 1
+
+    client.meta.events.register("before-send.s3", sent)
+    return counter
+
+
 def cli(url: str, home: Path, env: dict[str, str], *args: str) -> dict:
     run_env = {**{k: v for k, v in os.environ.items() if not k.startswith("GREENTIC_")}, **env,
                "GREENTIC_STORE": url, "GREENTIC_HOME": str(home)}
@@ -88,7 +103,11 @@ def measure(name: str, url: str, env: dict[str, str], workdir: Path, quick: bool
         w = next(weights) % 9999 + 1
         operator.traffic_set("small", "shop", f"{a}={w},{b}={10000 - w}", record_only=True)
 
-    figures["mutation"] = median_ms(mutation, 20 if quick else 100)
+    requests = count_requests(store)
+    n_mutations = 20 if quick else 100
+    figures["mutation"] = median_ms(mutation, n_mutations)
+    if requests is not None:
+        figures["requests_per_mutation"] = requests[0] / (n_mutations + 1)  # median_ms warms up once
 
     writers, changes = 8, (5 if quick else 25)
     barrier = Path(tempfile.mkdtemp(dir=workdir))
@@ -152,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{'backend':<12}{'load ms':>10}{'mutation ms':>13}{'8 writers /s':>14}{'1k load ms':>12}")
         for name, f in results.items():
+            sent = f" {f['requests_per_mutation']:.1f} requests/mutation" if "requests_per_mutation" in f else ""
             print(f"{name:<12}{f['load']:>10.2f}{f['mutation']:>13.2f}{f['writers_per_s']:>14.1f}{f['load_1k']:>12.1f}"
-                  f"   ({f['writers_ok']}/{f['writers_total']} writer changes ok)")
+                  f"   ({f['writers_ok']}/{f['writers_total']} writer changes ok){sent}")
         for key, goal in report["goals"].items():
             print(f"goal {key} <= {goal['goal']}x file: {goal['ratio']:.2f}x {'ok' if goal['ok'] else 'MISSED'}")
     return 0

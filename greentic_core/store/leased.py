@@ -186,6 +186,20 @@ class LeasedStore(StoreBackend):
     @abc.abstractmethod
     def _write_attachment(self, env_id: str, name: str, data: bytes) -> None: ...
 
+    def _exists_before_lease(self, env_id: str) -> bool:
+        """Whether the environment exists, asked before taking its lease (so a missing one is
+        ``EnvironmentNotFound`` at once, not after waiting). The default reads the document; a
+        backend that knows more cheaply may answer from what it knows, since the load under the
+        lease (:meth:`_read_under_lease`) checks again."""
+        return self._read(env_id) is not None
+
+    def _read_under_lease(self, env_id: str, lease: LeaseInfo) -> Stored | None:
+        """The document as the transaction loads it, just after ``lease`` was granted. The default
+        reads it; a backend whose lease record proves the document unchanged since a version it
+        already holds (the previous holder released the lease naming that version) may return
+        that version without reading it again."""
+        return self._read(env_id)
+
     def _recover(self, env_id: str, lease: LeaseInfo, stored: Stored) -> None:
         """Finish what a writer killed mid-save left undone (called under the lease, after the
         load). A backend whose save is one atomic commit has nothing to do (the default); one
@@ -271,14 +285,14 @@ class LeasedStore(StoreBackend):
     @contextlib.contextmanager
     def transaction(self, env_id: str, *, timeout: float | None = None) -> Iterator[_Transaction]:
         self.check_env_id(env_id)
-        if self._read(env_id) is None:
+        if not self._exists_before_lease(env_id):
             raise self._not_found(env_id)
         wait = timeout if timeout is not None else self.options.lock_timeout
         lease = self._acquire(env_id, wait)
         keeper = _Renewer(self, lease, self.options.lock_ttl)
         try:
             keeper.start()
-            stored = self._read(env_id)
+            stored = self._read_under_lease(env_id, lease)
             if stored is None:
                 raise self._not_found(env_id)
             self._recover(env_id, lease, stored)

@@ -8,19 +8,29 @@ primitives. Layout under ``s3://bucket/prefix/``::
     environments/<env>/lease.json            the lease (kept after release, marked released,
                                              so fencing tokens only ever grow)
     environments/<env>/audit/<generation>-<time>-<random>.json   one object per event
-    environments/<env>/pending-audit.json    the audit event of a save in progress
+    environments/<env>/pending-audit.json    the audit event of a create in progress
     environments/<env>/backups/<generation>.json                 the newest max_backups kept
     environments/<env>/attachments/<name>    the deployer answers
 
 * **lease**: created with ``If-None-Match: *``; renewed, released or taken over (once expired)
-  with ``If-Match: <etag>``, so two writers can never both win it;
-* **save** (compare-and-swap): ``PutObject`` of ``environment.json`` with ``If-Match`` on the
-  ETag this command loaded, so a writer whose lease expired and was taken over cannot
-  overwrite the newer document (S3 answers 412 and nothing changes);
-* **audit**: S3 has no multi-object transaction, so the save's event is first written to
-  ``pending-audit.json``, then the document is committed, then the event is written as its own
-  object; a writer killed in between leaves the pending event, and the next transaction writes
-  it (``"recovered": true``) when the document carries its generation.
+  with ``If-Match: <etag>``, so two writers can never both win it. This process remembers the
+  ETag it last wrote, so it renews, fences and releases without reading the record first, and
+  its next transaction tries to take the record it released without reading it either;
+* **save** (compare-and-swap): first the lease record is rewritten with ``If-Match`` on the ETag
+  this holder last wrote (the fencing check: it fails once the lease was broken or taken over),
+  carrying the save's audit event as ``pending``; then ``PutObject`` of ``environment.json``
+  with ``If-Match`` on the ETag this command loaded, so a writer whose lease expired and was
+  taken over cannot overwrite the newer document (S3 answers 412 and nothing changes);
+* **audit**: S3 has no multi-object transaction, so the event travels in the lease record
+  (above) until its own object is written after the commit; a writer killed in between leaves
+  it there, and the next holder (who replaces that record and carries the event over) writes
+  it (``"recovered": true``) when the document carries its generation, or drops it;
+* **load under the lease**: the release names the document's ETag in the record; a transaction
+  that replaces a released record naming the ETag of the document this process already holds
+  does not read it again (every change of the document rewrites the record first);
+* **backups**: the document being replaced is written under its generation before the commit;
+  the ones that fell out of the newest ``max_backups`` are deleted in one DeleteObjects every
+  PRUNE_EVERY saves (``backups()`` shows only the newest ``max_backups``).
 
 Credentials come from the normal AWS chain only (environment, profile, instance role); the URL
 carries none. Lease times use this host's clock; ``store doctor`` compares it with S3's.
@@ -32,6 +42,7 @@ import contextlib
 import email.utils
 import json
 import secrets
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -44,6 +55,8 @@ from greentic_core.store.leased import LeasedStore, Stored
 
 _QUERY = {"endpoint_url", "region"}
 SCHEMA_VERSION = 1
+#: old backups are deleted in one DeleteObjects every PRUNE_EVERY saves, not one DELETE a save
+PRUNE_EVERY = 8
 MARKER = "greentic-store.json"
 
 
@@ -86,8 +99,22 @@ class S3Store(LeasedStore):
         self._url = url
         self.bucket, self.prefix, query = parse_url(url)
         self.options = options
-        #: (env_id, token) -> (lease record, ETag) as this process last wrote it
+        #: (env_id, token) -> (lease record, ETag) as this process last wrote it (renewals run in
+        #: another thread: _lease_lock orders this process's writes of a lease record)
         self._held: dict[tuple[str, int], tuple[dict[str, Any], str]] = {}
+        self._lease_lock = threading.Lock()
+        #: (env_id, token) -> the lease record that lease replaced ({} when there was none)
+        self._previous: dict[tuple[str, int], dict[str, Any]] = {}
+        #: (env_id, token) -> True when that lease created the record (first transaction after create)
+        self._first: dict[tuple[str, int], bool] = {}
+        #: (env_id, token) -> the document's ETag as that lease loaded or saved it (named at release)
+        self._lease_doc: dict[tuple[str, int], Any] = {}
+        #: env_id -> the last lease record (and ETag) this process wrote or read: the next
+        #: transaction tries to replace it without reading it first
+        self._lease_seen: dict[str, tuple[dict[str, Any], str]] = {}
+        #: env_id -> the document as this process last read or wrote it (used only when the lease
+        #: record proves it current, see _read_under_lease)
+        self._docs: dict[str, Stored] = {}
         import boto3
         from botocore.config import Config
 
@@ -154,6 +181,12 @@ class S3Store(LeasedStore):
 
     def _delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def _delete_many(self, keys: list[str]) -> None:
+        """Delete ``keys`` with one DeleteObjects per 1,000 (absent keys are no error)."""
+        for start in range(0, len(keys), 1000):
+            self._s3.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
 
     def _keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -239,77 +272,121 @@ class S3Store(LeasedStore):
 
     def _insert(self, env_id: str, data: bytes, generation: int, runtime_config: bytes | None,
                 record: dict[str, Any]) -> None:
+        # no lease record to carry the pending event yet: the first transaction looks for this one
         with self._errors("create environment in"):
             self._put(self._key(env_id, "pending-audit.json"), _json(record))
             try:
-                self._put(self._key(env_id, "environment.json"), data, if_none_match=True,
-                          metadata={"generation": str(generation)})
+                etag = self._put(self._key(env_id, "environment.json"), data, if_none_match=True,
+                                 metadata={"generation": str(generation)})
             except _Precondition:
                 raise EnvironmentExists(f"environment {env_id!r} already exists",
                                         hint="choose another id, or change it with the env commands",
                                         env_id=env_id) from None
+            self._docs[env_id] = Stored(data, generation, etag)
             self._after_commit(env_id, runtime_config, record, max_backups=None)
+            self._delete(self._key(env_id, "pending-audit.json"))
 
     def _after_commit(self, env_id: str, runtime_config: bytes | None, record: dict[str, Any],
                       max_backups: int | None, backed_up: int | None = None) -> None:
+        """After the document's commit, under the lease: the runtime-config, the audit object,
+        and every PRUNE_EVERY saves the backups that fell out of the newest ``max_backups``, in
+        one DeleteObjects (not one DELETE a save)."""
         self._set_runtime_config(env_id, runtime_config)
         self._put(self._audit_key(env_id, record), _json(record))
-        self._delete(self._key(env_id, "pending-audit.json"))
-        if max_backups is None:
+        if max_backups is None or backed_up is None or (backed_up + 1) % PRUNE_EVERY:
             return
-        if backed_up is not None and backed_up % 32:
-            # backups are keyed by consecutive generations: the one that falls out is known, no LIST
-            # needed (every 32nd save lists and prunes all, should max_backups have changed)
-            if backed_up - max_backups >= 0:
-                self._delete(self._key(env_id, f"backups/{backed_up - max_backups:012d}.json"))
-            return
-        backups = self._keys(self._key(env_id, "backups/"))
-        for key in backups[: max(0, len(backups) - max_backups)]:
-            self._delete(key)
+        if (backed_up + 1) % (PRUNE_EVERY * 8):
+            # backups are keyed by consecutive generations: those that fell out are known, no LIST
+            # (every 8th prune lists them all, should max_backups have changed)
+            stale = [self._key(env_id, f"backups/{g:012d}.json")
+                     for g in range(max(0, backed_up - max_backups - PRUNE_EVERY + 1), backed_up - max_backups + 1)]
+        else:
+            backups = self._keys(self._key(env_id, "backups/"))
+            stale = backups[: max(0, len(backups) - max_backups)]
+        self._delete_many(stale)
 
     def _commit(self, env_id: str, *, lease: LeaseInfo, expected: Stored, data: bytes, generation: int,
                 runtime_config: bytes | None, record: dict[str, Any], max_backups: int) -> Any:
         with self._errors("save environment in"):
-            self._check_lease(env_id, lease)
+            # fencing and the pending audit event in one conditional write of the lease record
+            self._fence(env_id, lease, pending=record)
             if max_backups > 0:
                 self._put(self._key(env_id, f"backups/{expected.generation:012d}.json"), expected.data)
-            self._put(self._key(env_id, "pending-audit.json"), _json(record))
             try:
                 etag = self._put(self._key(env_id, "environment.json"), data, if_match=expected.version,
                                  metadata={"generation": str(generation)})
             except _Precondition:
+                self._lease_doc.pop((env_id, lease.token), None)  # the document is not the one we know
                 with contextlib.suppress(Exception):
-                    self._delete(self._key(env_id, "pending-audit.json"))
+                    self._fence(env_id, lease, pending=None)  # the event was never committed
                 raise SaveConflict(f"environment {env_id!r} changed since this command loaded generation "
                                    f"{expected.generation}; nothing was saved", env_id=env_id,
                                    generation=expected.generation) from None
+            self._docs[env_id] = Stored(data, generation, etag)
+            self._lease_doc[(env_id, lease.token)] = etag
             self._after_commit(env_id, runtime_config, record, max_backups,
                                backed_up=expected.generation if max_backups > 0 else None)
+            self._forget_pending(env_id, lease)
             return etag
 
-    def _check_lease(self, env_id: str, lease: LeaseInfo) -> None:
-        current = self._get(self._key(env_id, "lease.json"))
-        record = json.loads(current[0]) if current is not None else None
-        if record is None or record.get("released") or int(record.get("token", -1)) != lease.token:
-            raise LeaseLost(f"the lease on environment {env_id!r} was broken or taken over; nothing was saved",
-                            env_id=env_id, token=lease.token)
+    def _forget_pending(self, env_id: str, lease: LeaseInfo) -> None:
+        """The pending event is in the log now: the next write of the lease record (a renewal,
+        a save, the release) leaves it out. Until then a crash only costs the next holder a check."""
+        with self._lease_lock:
+            held = self._held.get((env_id, lease.token))
+            if held is not None:
+                self._held[(env_id, lease.token)] = ({k: v for k, v in held[0].items() if k != "pending"}, held[1])
+
+    def _fence(self, env_id: str, lease: LeaseInfo, *, pending: dict[str, Any] | None | bool = False) -> None:
+        """Rewrite the lease record with ``If-Match`` on the ETag this process last wrote: it
+        succeeds only while the lease is still ours (nobody broke, took over or renewed it), which
+        is the fencing check, without a read. ``pending`` (an audit record, or None to clear it)
+        is kept in the record until the lease is released, for :meth:`_recover`."""
+        with self._lease_lock:
+            held = self._held.get((env_id, lease.token))
+            if held is not None:
+                record = dict(held[0])
+                if pending is not False:
+                    record.pop("pending", None)
+                    if pending is not None:
+                        record["pending"] = pending
+                try:
+                    etag = self._put(self._key(env_id, "lease.json"), _json(record), if_match=held[1])
+                except _Precondition:
+                    held = None
+                else:
+                    self._held[(env_id, lease.token)] = (record, etag)
+                    return
+        raise LeaseLost(f"the lease on environment {env_id!r} was broken or taken over; nothing was saved",
+                        env_id=env_id, token=lease.token)
 
     def _recover(self, env_id: str, lease: LeaseInfo, stored: Stored) -> None:
+        """Append the audit event of a save whose writer died between the commit and the audit
+        object: it is in the lease record this transaction took over (carried into ours), or, for
+        the first transaction after ``create``, in ``pending-audit.json``."""
+        held = self._held.get((env_id, lease.token))
+        first = self._first.pop((env_id, lease.token), False)
+        pending = held[0].get("pending") if held is not None else None
         with self._errors("recover the audit log of"):
-            pending = self._get(self._key(env_id, "pending-audit.json"))
-            if pending is None:
-                return
-            try:
-                record = json.loads(pending[0])
-            except ValueError:
-                record = None
-            if isinstance(record, dict) and record.get("generation_after") == stored.generation:
-                logged = self._keys(self._key(env_id, f"audit/{stored.generation:012d}-"))
-                if not any(_json_of(self._get(k)).get("generation_before") == record.get("generation_before")
-                           for k in logged):
-                    record["recovered"] = True
-                    self._put(self._audit_key(env_id, record), _json(record))
-            self._delete(self._key(env_id, "pending-audit.json"))
+            if first:
+                found = self._get(self._key(env_id, "pending-audit.json"))
+                if found is not None:
+                    with contextlib.suppress(ValueError):
+                        self._append_if_missing(env_id, json.loads(found[0]), stored)
+                    self._delete(self._key(env_id, "pending-audit.json"))
+            if isinstance(pending, dict):
+                self._append_if_missing(env_id, pending, stored)
+                self._forget_pending(env_id, lease)
+
+    def _append_if_missing(self, env_id: str, record: Any, stored: Stored) -> None:
+        """Write ``record`` (a save's audit event) with ``"recovered": true`` if the document
+        carries its generation (the save committed) and the log does not have it yet."""
+        if not isinstance(record, dict) or record.get("generation_after") != stored.generation:
+            return  # the save never committed: drop its event
+        logged = self._keys(self._key(env_id, f"audit/{stored.generation:012d}-"))
+        if not any(_json_of(self._get(k)).get("generation_before") == record.get("generation_before")
+                   for k in logged):
+            self._put(self._audit_key(env_id, record), _json({**record, "recovered": True}))
 
     def _audit_key(self, env_id: str, record: dict[str, Any]) -> str:
         return self._key(env_id, f"audit/{int(record['generation_after']):012d}-{time.time_ns():020d}-"
@@ -336,8 +413,43 @@ class S3Store(LeasedStore):
 
     def _write_runtime_config(self, env_id: str, lease: LeaseInfo, data: bytes | None) -> None:
         with self._errors("publish the runtime-config to"):
-            self._check_lease(env_id, lease)
+            self._fence(env_id, lease)
             self._set_runtime_config(env_id, data)
+
+    # ----------------------------------------------------------------- transactions: what is known
+
+    def _exists_before_lease(self, env_id: str) -> bool:
+        """True without asking when this process released its lease last, or when its lease
+        record exists (kept after release, so a transaction took place): the load under the lease
+        checks again. Else the document is read."""
+        if env_id in self._lease_seen:
+            return True
+        with self._errors("read the lease from"):
+            lease = self._lease_record(env_id)
+        if lease is not None:
+            self._lease_seen[env_id] = lease  # the acquisition starts from it
+            return True
+        return self._read(env_id) is not None
+
+    def _read_under_lease(self, env_id: str, lease: LeaseInfo) -> Stored | None:
+        """The document this process already holds when the lease record it replaced proves it
+        current: a record released naming that document's ETag. Every save takes the lease and
+        rewrites its record (fencing) before it changes the document, and ``store migrate
+        --force`` rewrites it too, so a released record still in place means the document is
+        the one it names. Else it is read."""
+        previous = self._previous.pop((env_id, lease.token), None)
+        known = self._docs.get(env_id)
+        if (known is not None and previous is not None and previous.get("released")
+                and previous.get("document") == known.version):
+            stored: Stored | None = known
+        else:
+            stored = self._read(env_id)
+        if stored is None:
+            self._docs.pop(env_id, None)
+        else:
+            self._docs[env_id] = stored
+            self._lease_doc[(env_id, lease.token)] = stored.version
+        return stored
 
     # ----------------------------------------------------------------- leases
 
@@ -347,51 +459,71 @@ class S3Store(LeasedStore):
 
     def _try_acquire(self, env_id: str, *, holder: str, pid: int, command: str, ttl: float) -> LeaseInfo | None:
         with self._errors("take the lease in"):
-            current = self._lease_record(env_id)
-            now = self._now()
-            if current is None:
-                token, condition = 1, {"if_none_match": True}
-            else:
-                record, etag = current
-                if not record.get("released") and codec.parse_timestamp(record["expires"]) > now:
-                    return None
-                token, condition = int(record.get("token", 0)) + 1, {"if_match": etag}
-            lease = LeaseInfo(env_id=env_id, holder=holder, pid=pid, command=command, acquired=now,
-                              expires=now + timedelta(seconds=ttl), token=token)
-            try:
-                etag = self._put(self._key(env_id, "lease.json"), _json(_lease_json(lease)), **condition)
-            except _Precondition:
-                return None  # another writer won the race
-            self._held[(env_id, token)] = (_lease_json(lease), etag)
-            return lease
+            current = self._lease_seen.pop(env_id, None)  # known: try it without reading it first
+            fresh = current is None
+            if fresh:
+                current = self._lease_record(env_id)
+            while True:
+                now = self._now()
+                if current is None:
+                    token, condition, previous = 1, {"if_none_match": True}, {}
+                else:
+                    previous, etag = current
+                    if not previous.get("released") and codec.parse_timestamp(previous["expires"]) > now:
+                        if fresh:
+                            return None
+                        current, fresh = self._lease_record(env_id), True
+                        continue
+                    token, condition = int(previous.get("token", 0)) + 1, {"if_match": etag}
+                lease = LeaseInfo(env_id=env_id, holder=holder, pid=pid, command=command, acquired=now,
+                                  expires=now + timedelta(seconds=ttl), token=token)
+                record = _lease_json(lease)
+                if isinstance(previous.get("pending"), dict):
+                    record["pending"] = previous["pending"]  # kept until recovered (a taken-over save's)
+                try:
+                    etag = self._put(self._key(env_id, "lease.json"), _json(record), **condition)
+                except _Precondition:
+                    if fresh:
+                        return None  # another writer won the race
+                    current, fresh = self._lease_record(env_id), True
+                    continue
+                with self._lease_lock:
+                    self._held[(env_id, token)] = (record, etag)
+                self._previous[(env_id, token)] = previous
+                if current is None:
+                    self._first[(env_id, token)] = True
+                return lease
 
     def _renew(self, lease: LeaseInfo, ttl: float) -> bool:
         with self._errors("renew the lease in"):
-            current = self._lease_record(lease.env_id)
-            if current is None or current[0].get("released") or int(current[0].get("token", -1)) != lease.token:
-                return False
-            record = {**current[0], "expires": codec.format_timestamp(self._now() + timedelta(seconds=ttl))}
-            try:
-                etag = self._put(self._key(lease.env_id, "lease.json"), _json(record), if_match=current[1])
-            except _Precondition:
-                return False
-            self._held[(lease.env_id, lease.token)] = (record, etag)
-            return True
+            with self._lease_lock:
+                held = self._held.get((lease.env_id, lease.token))
+                if held is None:
+                    return False
+                record = {**held[0], "expires": codec.format_timestamp(self._now() + timedelta(seconds=ttl))}
+                try:
+                    etag = self._put(self._key(lease.env_id, "lease.json"), _json(record), if_match=held[1])
+                except _Precondition:
+                    return False  # broken or taken over: the ETag we wrote is gone
+                self._held[(lease.env_id, lease.token)] = (record, etag)
+                return True
 
     def _release(self, lease: LeaseInfo) -> None:
-        with self._errors("release the lease in"):
-            held = self._held.pop((lease.env_id, lease.token), None)
-            if held is not None:  # unchanged since we wrote it: release without reading it first
-                with contextlib.suppress(_Precondition):
-                    self._put(self._key(lease.env_id, "lease.json"), _json({**held[0], "released": True}),
-                              if_match=held[1])
-                    return
-            current = self._lease_record(lease.env_id)
-            if current is None or int(current[0].get("token", -1)) != lease.token:
+        key = (lease.env_id, lease.token)
+        self._previous.pop(key, None)
+        self._first.pop(key, None)
+        document = self._lease_doc.pop(key, None)
+        with self._errors("release the lease in"), self._lease_lock:
+            held = self._held.pop(key, None)
+            if held is None:
                 return
-            with contextlib.suppress(_Precondition):
-                self._put(self._key(lease.env_id, "lease.json"), _json({**current[0], "released": True}),
-                          if_match=current[1])
+            # a pending event not yet in the log stays for the next holder to recover
+            record = {**held[0], "released": True, "document": document}
+            try:  # unchanged since we wrote it: released without reading it first
+                etag = self._put(self._key(lease.env_id, "lease.json"), _json(record), if_match=held[1])
+            except _Precondition:
+                return  # broken or taken over: not ours to release
+            self._lease_seen[lease.env_id] = (record, etag)
 
     def _read_lease(self, env_id: str) -> LeaseInfo | None:
         with self._errors("read the lease from"):
@@ -402,6 +534,7 @@ class S3Store(LeasedStore):
 
     def _delete_lease(self, env_id: str) -> LeaseInfo | None:
         with self._errors("break the lease in"):
+            self._lease_seen.pop(env_id, None)
             for _ in range(10):
                 current = self._lease_record(env_id)
                 if current is None or current[0].get("released"):
@@ -445,14 +578,29 @@ class S3Store(LeasedStore):
                           metadata={"generation": generation})
             except _Precondition:
                 raise EnvironmentExists(f"environment {env_id!r} already exists", env_id=env_id) from None
+            # the document changed without the lease: a released record must no longer name the old
+            # one (see _read_under_lease); a holder's next renewal or save fails, as it should
+            current = self._lease_record(env_id)
+            if current is not None:
+                self._put(self._key(env_id, "lease.json"),
+                          _json({k: v for k, v in current[0].items() if k != "document"}))
+            self._docs.pop(env_id, None)
+            self._lease_seen.pop(env_id, None)
 
     # ----------------------------------------------------------------- backups (for tests and migrate)
 
     def backups(self, env_id: str) -> list[tuple[int, bytes]]:
-        """``(generation, document)`` of the kept backups, oldest first."""
+        """``(generation, document)`` of the kept backups, oldest first: the newest ``max_backups``
+        older than the stored document (up to PRUNE_EVERY - 1 more objects wait for the next
+        batched delete, and a save refused after its backup was written leaves one of the current
+        generation, which is no backup)."""
         with self._errors("read the backups of"):
-            keys = self._keys(self._key(env_id, "backups/"))
-            return [(int(key.rsplit("/", 1)[1].split(".")[0]), self._get(key)[0]) for key in keys]
+            stored = self._read(env_id)
+            current = stored.generation if stored is not None else None
+            found = [(int(key.rsplit("/", 1)[1].split(".")[0]), key) for key in self._keys(self._key(env_id, "backups/"))]
+            kept = [(g, key) for g, key in found if current is None or g < current]
+            kept = kept[len(kept) - self.options.max_backups:] if self.options.max_backups > 0 else []
+            return [(g, self._get(key)[0]) for g, key in kept]
 
 
 def _json(value: Any) -> bytes:

@@ -1,11 +1,12 @@
 """What only the S3 store has, against a real moto server over HTTP: URLs, the conditional
 writes it relies on, the pending audit event of a writer killed mid-save, the lease object kept
-with growing tokens. The rules every backend keeps are in the core's tests/test_store_contract.py."""
+with growing tokens, the requests a save sends and the reads it may skip. The rules every backend keeps are in the core's tests/test_store_contract.py."""
 
 from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from greentic_core.errors import StoreError
@@ -109,3 +110,76 @@ def test_the_lease_object_is_kept_released_and_tokens_only_grow(s3_url: str) -> 
     record = json.loads(s._get(s._key("dev", "lease.json"))[0])
     assert record["released"] is True and record["token"] == 3
     assert s.lease("dev") is None
+
+
+def sent_requests(s: S3Store) -> list[str]:
+    """``OPERATION key-suffix`` of every HTTP request ``s`` sends from now on."""
+    sent: list[str] = []
+
+    def record(params=None, model=None, **_) -> None:
+        path = (params or {}).get("url_path", "").split("?")[0]
+        sent.append(f"{model.name} {path.split('/environments/dev/')[-1]}")
+
+    s._s3.meta.events.register("before-call.s3", record)
+    return sent
+
+
+def test_a_save_in_a_process_that_released_the_lease_last_sends_seven_requests(s3_url: str) -> None:
+    s = store(s3_url)
+    s.create(env_doc(), audit_event=dict(EVENT))
+    with s.transaction("dev") as tx:
+        tx.save(env_doc("first"), audit_event=dict(EVENT))
+    sent = sent_requests(s)
+    with s.transaction("dev") as tx:
+        assert tx.env.name == "first"
+        tx.save(env_doc("second"), audit_event=dict(EVENT))
+    assert [line.split(" ")[0] + " " + line.split(" ")[1].split("/")[0] for line in sent] == [
+        "PutObject lease.json",        # take the lease released last, If-Match: no read first
+        "PutObject lease.json",        # fencing + the pending audit event, If-Match: no read first
+        "PutObject backups",           # the document being replaced
+        "PutObject environment.json",  # compare-and-swap, If-Match on the loaded ETag
+        "DeleteObject runtime-config.json",  # nothing is live in this document
+        "PutObject audit",
+        "PutObject lease.json"]        # release, naming the document's ETag
+    assert store(s3_url).load("dev").name == "second"
+
+
+def test_a_document_changed_by_another_writer_is_read_again(s3_url: str) -> None:
+    a, b = store(s3_url), store(s3_url)
+    a.create(env_doc(), audit_event=dict(EVENT))
+    with a.transaction("dev") as tx:
+        tx.save(env_doc("by-a"), audit_event=dict(EVENT))
+    with b.transaction("dev") as tx:
+        tx.save(env_doc("by-b"), audit_event=dict(EVENT))
+    with a.transaction("dev") as tx:  # a's released record was replaced: a reads the document
+        assert tx.env.name == "by-b" and tx.env.generation == 3
+        tx.save(env_doc("by-a-again"), audit_event=dict(EVENT))
+    assert [e["generation_after"] for e in b.audit_events("dev")] == [1, 2, 3, 4]
+
+
+def test_a_document_replaced_by_store_migrate_force_is_read_again(s3_url: str) -> None:
+    a, b = store(s3_url), store(s3_url)
+    a.create(env_doc(), audit_event=dict(EVENT))
+    with a.transaction("dev") as tx:
+        tx.save(env_doc("before-migrate"), audit_event=dict(EVENT))
+    snapshot = b.export("dev")
+    replaced = snapshot.document.replace(b'"before-migrate"', b'"migrated"')
+    b.import_snapshot(attrs.evolve(snapshot, document=replaced), replace=True)
+    with a.transaction("dev") as tx:  # the import rewrote the lease record: a's copy is not trusted
+        assert tx.env.name == "migrated"
+        tx.save(env_doc("after"), audit_event=dict(EVENT))
+    assert b.load("dev").name == "after"
+
+
+def test_old_backups_are_deleted_in_batches_and_only_the_newest_are_shown(s3_url: str) -> None:
+    from greentic_store_s3.store import PRUNE_EVERY
+
+    s = open_store(s3_url, options=StoreOptions(actor="test", command="pytest", max_backups=2))
+    s.create(env_doc(), audit_event=dict(EVENT))
+    for n in range(PRUNE_EVERY + 3):
+        with s.transaction("dev") as tx:
+            tx.save(env_doc(f"n{n}"), audit_event=dict(EVENT))
+            stored = s._keys(s._key("dev", "backups/"))
+            assert len(stored) <= 2 + PRUNE_EVERY  # bounded, if by a little more than max_backups
+    assert [g for g, _ in s.backups("dev")] == [PRUNE_EVERY + 2, PRUNE_EVERY + 3]
+    assert len(s._keys(s._key("dev", "backups/"))) < PRUNE_EVERY + 3  # the batch delete ran
