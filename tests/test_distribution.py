@@ -54,6 +54,7 @@ DISTRIBUTIONS: dict[str, tuple[Path, str, str | None]] = {
     "greentic-conformance": (REPO / "conformance", "greentic_conformance", None),
     "greentic-store-postgres": (REPO / "plugins" / "store_postgres", "greentic_store_postgres", None),
     "greentic-store-s3": (REPO / "plugins" / "store_s3", "greentic_store_s3", None),
+    "greentic-deployer-ui": (REPO / "ui", "greentic_ui", None),
 }
 PROVIDERS = {name: ep for name, (_, _, ep) in DISTRIBUTIONS.items() if ep}
 
@@ -328,3 +329,10 @@ def test_everything_co_installs_and_every_provider_is_ok(venvs: dict[str, Venv])
     # the conformance suite is installed as a pytest plugin and as a CLI command
     listed = _ok(venv.cli("--help")).stdout
     assert re.search(r"^\s+conformance\b", listed, re.M), listed
+    # the dashboard adds the ui command, and its templates and static files are in the wheel
+    assert re.search(r"^\s+ui\b", listed, re.M), listed
+    assert "--allow-actions" in _ok(venv.cli("ui", "--help")).stdout
+    shipped = _run([venv.python, "-c", "import importlib.resources as r; p = r.files('greentic_ui'); "
+                    "print(all((p / f).is_file() for f in ('templates/environment.html', 'static/app.js', "
+                    "'static/app.css', 'py.typed')))"], env=venv.env())
+    assert _ok(shipped).stdout.strip() == "True", shipped.stderr
