@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from greentic_core.errors import GreenticError
 
 from . import __version__, actions, charts
-from .backend import Backend
+from .backend import LIFECYCLE_RANK, Backend
 from .live import HEARTBEAT_SECONDS, Live, sse_frame
 from .openapi import openapi_document
 from .security import COOKIE, CSRF_HEADER, HEADERS, Sessions, cookie_options, host_of, is_loopback
@@ -179,26 +182,111 @@ async def index_page(request: web.Request) -> web.Response:
     return _page(request, "index.html", envs=envs, page_env="")
 
 
+#: The revision table shows this many rows at first (routed and live ones first); more on request.
+REVISIONS_SHOWN = 50
+
+
+class Fragments:
+    """Rendered sections of pages, keyed by everything they show (least recently used out).
+
+    An environment page of 1,000 revisions is mostly its deployments' sections (a split bar, a
+    legend and a split control of every revision) and its revision table; they change only
+    when the document or the provider's view of them does, not on every live refresh."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Markup] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Any, render: Callable[[], str]) -> Markup:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return found
+        value = Markup(render())
+        with self._lock:
+            self.misses += 1
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+FRAGMENTS = web.AppKey("fragments", Fragments)
+
+
+def _revision_params(request: web.Request) -> tuple[str, int | None]:
+    """``(lifecycle, shown)`` of the revision table from the URL: ``?lifecycle=ready`` (or
+    ``routed``), ``?show=100`` or ``?show=all`` (None)."""
+    lifecycle = request.query.get("lifecycle", "")
+    raw = request.query.get("show", "")
+    if raw == "all":
+        return lifecycle, None
+    return lifecycle, int(raw) if raw.isdigit() and int(raw) > 0 else REVISIONS_SHOWN
+
+
+def _env_context(app: web.Application, env_id: str, lifecycle: str, shown: int | None) -> dict[str, Any]:
+    """(blocking) The environment page's context: the document's head and its sections,
+    rendered or taken from :class:`Fragments`."""
+    backend, jinja, fragments = app[BACKEND], app[JINJA], app[FRAGMENTS]
+    allow = app[CONFIG]["allow_actions"]
+    view, env, seen = backend.environment_page(env_id)
+    eid = quote(env_id, safe="")
+    sections = []
+    template = jinja.get_template("env_deployment.html")
+    for d in env["deployments"]:
+        did = d["deployment_id"]
+        live = json.dumps([d["observed"], d["drift"], d["rollout"]], sort_keys=True, default=str)
+        candidates = [view.by_id[rid] for rid in d["revision_ids"] if view.by_id[rid]["lifecycle"] == "ready"]
+        sections.append(fragments.get(
+            ("dep", env_id, did, view.digests[did], live, allow),
+            lambda: template.render(d=d, env_id=env_id, colours=view.colours, candidates=candidates,
+                                    allow_actions=allow)))
+
+    if lifecycle == "routed":
+        matching = [rid for rid in view.order if (view.by_id[rid]["weight_bps"] or 0) > 0]
+    elif lifecycle:
+        matching = [rid for rid in view.order if view.by_id[rid]["lifecycle"] == lifecycle]
+    else:
+        matching = view.order
+    ids = matching if shown is None else matching[:shown]
+    observed = [seen.get(rid) if seen is not None else None for rid in ids]
+
+    def href(show: str | None) -> str:
+        query = {k: v for k, v in (("lifecycle", lifecycle), ("show", show)) if v}
+        return f"/env/{eid}" + (f"?{urlencode(query)}" if query else "") + "#revisions"
+
+    more = shown is not None and len(matching) > shown
+    choices = ([("routed", view.routed)] if view.routed else []) + [
+        (name, view.counts[name]) for name in sorted(view.counts, key=lambda n: LIFECYCLE_RANK.get(n, 7))]
+    table = fragments.get(
+        ("revisions", env_id, view.key, lifecycle, shown, allow, json.dumps(observed, sort_keys=True, default=str)),
+        lambda: jinja.get_template("env_revisions.html").render(
+            rows=list(zip((view.by_id[rid] for rid in ids), observed)), matching=len(matching),
+            total=len(view.revisions), lifecycle=lifecycle, choices=choices, show_all=shown is None,
+            step=REVISIONS_SHOWN, eid=eid, colours=view.colours, allow_actions=allow,
+            more_href=href(str(shown + REVISIONS_SHOWN)) if more else None,
+            all_href=href("all") if more else None,
+            less_href=href(None) if (shown is None or shown > REVISIONS_SHOWN) and len(matching) > REVISIONS_SHOWN
+            else None))
+    return {"env": env, "deployment_sections": sections, "revisions_section": table, "page_env": env_id}
+
+
 async def env_page(request: web.Request) -> web.Response:
     env_id = request.match_info["env"]
+    lifecycle, shown = _revision_params(request)
     try:
-        env = await _read(request, request.app[BACKEND].environment, env_id, runtime=False)
+        context = await _read(request, _env_context, request.app, env_id, lifecycle, shown)
     except GreenticError as exc:
         return _not_found_page(request, exc)
-    ready: dict[str, list[dict[str, Any]]] = {}
-    for revision in env["revisions"]:
-        if revision["lifecycle"] == "ready":
-            ready.setdefault(revision["deployment_id"], []).append(revision)
-    return _page(request, "environment.html", env=env, colours=_colours(env), ready=ready, page_env=env_id)
-
-
-def _colours(env: dict[str, Any]) -> dict[str, str]:
-    """A colour per revision, the same in every bar of its deployment."""
-    colours: dict[str, str] = {}
-    for dep in env["deployments"]:
-        for i, rid in enumerate(dep["revision_ids"]):
-            colours[rid] = charts.colour(i)
-    return colours
+    return _page(request, "environment.html", **context)
 
 
 async def rollout_page(request: web.Request) -> web.Response:
@@ -419,6 +507,7 @@ def make_app(backend: Backend, *, token: str, allow_actions: bool, loopback: boo
     app[LIVE] = Live(backend, reads)
     app[SESSIONS] = Sessions(token)
     app[JINJA] = _templates()
+    app[FRAGMENTS] = Fragments()
     app[CONFIG] = {"allow_actions": allow_actions, "loopback": loopback, "secure_cookie": secure_cookie,
                    "store_url": ""}
 

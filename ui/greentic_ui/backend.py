@@ -29,12 +29,18 @@ from greentic_core.plan import revision_name
 from greentic_core.store import StoreBackend
 from greentic_core.traffic import split_history
 
+from .charts import PALETTE
+
 #: Observations younger than this are reused (a page and the live watcher share them).
 OBSERVE_MAX_AGE = 1.5
 #: Keys whose values are secrets wherever they appear in a notify record.
 SECRET_WORDS = re.compile(r"secret|token|password|passwd|credential|api_?key", re.I)
 #: Rollout phases that count as "in progress" on the environments page.
 IN_PROGRESS = ("progressing", "paused", "aborting", "retry")
+#: The order of the revision table after the routed revisions (weight > 0): live ones first.
+LIFECYCLE_RANK = {"ready": 0, "warming": 1, "staged": 2, "draining": 3, "failed": 4, "inactive": 5, "archived": 6}
+#: Environments whose view data is kept (a few documents: the ones people have open).
+VIEWS_KEPT = 8
 
 
 def ts(value: Any) -> str | None:
@@ -88,6 +94,43 @@ def notify_secrets(records: Any) -> set[str]:
     return found
 
 
+class View:
+    """What an environment page shows that depends on the document only, built once per
+    version of the document (:meth:`Backend.view`) and shared by every request until it changes:
+    the per-revision and per-deployment rows (secrets scrubbed), the revision table's order and
+    the lifecycle counts. Nothing here may be mutated by a reader."""
+
+    __slots__ = ("key", "env", "secrets", "revisions", "by_id", "deployments", "digests", "order", "counts",
+                 "routed", "colours")
+
+    def __init__(self, key: Any, env: Any, secrets: tuple[str, ...], revisions: list[dict[str, Any]],
+                 deployments: list[dict[str, Any]]) -> None:
+        self.key = key
+        self.env = env
+        self.secrets = secrets
+        self.revisions = revisions
+        self.by_id = {r["revision_id"]: r for r in revisions}
+        self.deployments = deployments
+        #: per deployment: a digest of everything its section shows from the document
+        self.digests = {d["deployment_id"]: json.dumps([d, [(r["revision_id"], r["name"], r["lifecycle"],
+                                                              r["weight_bps"]) for r in revisions
+                                                             if r["deployment_id"] == d["deployment_id"]]],
+                                                        sort_keys=True, default=str)
+                        for d in deployments}
+        last = len(revisions)
+        #: the revision table: routed first, then by lifecycle (live ones first), newest first
+        self.order = [r["revision_id"] for _, r in sorted(
+            enumerate(revisions), key=lambda ir: (0 if (ir[1]["weight_bps"] or 0) > 0 else 1,
+                                                  LIFECYCLE_RANK.get(ir[1]["lifecycle"], 7), last - ir[0]))]
+        self.counts: dict[str, int] = {}
+        for r in revisions:
+            self.counts[r["lifecycle"]] = self.counts.get(r["lifecycle"], 0) + 1
+        self.routed = sum(1 for r in revisions if (r["weight_bps"] or 0) > 0)
+        #: a colour per revision, the same in every bar of its deployment
+        self.colours = {rid: PALETTE[i % len(PALETTE)] for d in deployments
+                        for i, rid in enumerate(d["revision_ids"])}
+
+
 class Backend:
     """Opens one store per worker thread (a backend need not be thread-safe) and shares the
     registry. ``actor`` is the audit actor of actions (``ui:<name>``)."""
@@ -103,6 +146,7 @@ class Backend:
         self._lock = threading.Lock()
         self._observations: dict[str, tuple[float, dict[str, Any]]] = {}
         self._secrets: dict[str, tuple[int, tuple[str, ...], dict[str, Any]]] = {}
+        self._views: dict[str, View] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -209,17 +253,15 @@ class Backend:
         rows = []
         for env_id in store.list():
             try:
-                env = store.load(env_id)
+                view = self.view(env_id)
             except GreenticError as exc:
                 rows.append({"environment_id": env_id, "name": env_id, "error": exc.message, "deployer": None,
                              "generation": None, "deployments": 0, "revisions": 0, "lifecycles": {},
                              "rollouts": [], "health": {"state": "unknown", "message": exc.message}, "lease": None})
                 continue
-            secrets = self.secrets(env)
+            env, secrets = view.env, view.secrets
             states = self.rollout_states(env_id, env)
-            lifecycles: dict[str, int] = {}
-            for r in env.revisions:
-                lifecycles[r.lifecycle.value] = lifecycles.get(r.lifecycle.value, 0) + 1
+            lifecycles = dict(view.counts)
             rollouts = [{"deployment_id": did, "bundle_id": s.bundle_id, "phase": s.phase,
                          "passed_steps": s.passed_steps, "steps": len(s.steps)}
                         for did, s in states.items() if s.phase in IN_PROGRESS]
@@ -267,19 +309,43 @@ class Backend:
     def runtime_config(self, env_id: str) -> dict[str, Any] | None:
         """The published runtime-config (None when nothing is live), secrets scrubbed."""
         store = self.store()
-        env = store.load(env_id)
+        secrets = self.view(env_id).secrets
         runtime = store.load_runtime_config(env_id)
-        return scrub(codec.unstructure(runtime), self.secrets(env)) if runtime is not None else None
+        return scrub(codec.unstructure(runtime), secrets) if runtime is not None else None
 
-    def environment(self, env_id: str, *, observe: bool = True, runtime: bool = True) -> dict[str, Any]:
-        """One environment. ``runtime=False`` leaves the runtime config out (``None``): the page
-        loads it when it is opened, as it is as large as the environment."""
+    def view(self, env_id: str) -> View:
+        """The document's part of an environment page, built once per version of the document.
+
+        The file store is asked with ``stat`` (inode, size, mtime of ``environment.json``: a
+        write renames a new file over it), so an unchanged document is neither read nor decoded;
+        other stores are loaded and the view is kept per generation."""
         store = self.store()
+        key: Any = None
+        path_of = getattr(store, "environment_path", None)
+        if callable(path_of):
+            key = _stamp(path_of(env_id))  # before the load: a write in between only costs a reload
+        cached = self._views.get(env_id)
+        if key is not None and cached is not None and cached.key == key:
+            return cached
         env = store.load(env_id)
+        if key is None:
+            key = ("generation", env.generation)
+            if cached is not None and cached.key == key:
+                return cached
+        built = self._build_view(key, env)
+        with self._lock:
+            self._views.pop(env_id, None)
+            self._views[env_id] = built
+            while len(self._views) > VIEWS_KEPT:
+                self._views.pop(next(iter(self._views)))
+        return built
+
+    def forget_views(self) -> None:
+        with self._lock:
+            self._views.clear()
+
+    def _build_view(self, key: Any, env: Any) -> View:
         secrets = self.secrets(env)
-        observed = self.observation(env_id) if observe else {"ok": False, "error": "not observed",
-                                                              "revisions": {}, "deployments": {}}
-        states = self.rollout_states(env_id, env)
         weights = {e.revision_id: e.weight_bps for s in env.traffic_splits for e in s.entries}
         names = {r.revision_id: revision_name(r) for r in env.revisions}
         revisions = []
@@ -294,12 +360,13 @@ class Backend:
                     "image": w.image, "command": list(w.command) if w.command else None, "port": w.port,
                     "health_path": w.health_path, "replicas": w.replicas, "working_dir": w.working_dir,
                     "env_keys": sorted(w.env)},  # values may be secrets: names only
-                "observed": observed["revisions"].get(r.revision_id) if observed.get("ok") else None,
             })
+        ids_of: dict[str, list[str]] = {}
+        for r in env.revisions:
+            ids_of.setdefault(r.deployment_id, []).append(r.revision_id)
         deployments = []
         for b in env.bundles:
             split = env.split_for(b.deployment_id)
-            state = states.get(b.deployment_id)
             deployments.append({
                 "deployment_id": b.deployment_id, "bundle_id": b.bundle_id, "status": b.status.value,
                 "hosts": list(b.route_binding.hosts), "path_prefixes": list(b.route_binding.path_prefixes),
@@ -308,19 +375,51 @@ class Backend:
                     "rollback_depth": len(split_history(split)),
                     "entries": [{"revision_id": e.revision_id, "weight_bps": e.weight_bps,
                                  "name": names.get(e.revision_id)} for e in split.entries]},
-                "observed": (observed["deployments"].get(b.deployment_id) if observed.get("ok") else None),
+                "revision_ids": ids_of.get(b.deployment_id, []),
+            })
+        return View(key, env, secrets, scrub(revisions, secrets), scrub(deployments, secrets))
+
+    def environment(self, env_id: str, *, observe: bool = True, runtime: bool = True) -> dict[str, Any]:
+        """One environment. ``runtime=False`` leaves the runtime config out (``None``): the page
+        loads it when it is opened, as it is as large as the environment."""
+        view, doc, seen = self.environment_page(env_id, observe=observe, runtime=runtime)
+        doc["revisions"] = [{**r, "observed": seen.get(r["revision_id"]) if seen is not None else None}
+                            for r in view.revisions]
+        return doc
+
+    def environment_page(self, env_id: str, *, observe: bool = True, runtime: bool = False
+                         ) -> tuple[View, dict[str, Any], dict[str, Any] | None]:
+        """``(view, doc, observed revisions)``: :meth:`environment` without its ``revisions``
+        (``doc["revisions"]`` is empty; the page shows some of ``view.revisions``), and the
+        provider's view of each revision (None when it was not observed), secrets scrubbed."""
+        store = self.store()
+        view = self.view(env_id)
+        env, secrets = view.env, view.secrets
+        observed = self.observation(env_id) if observe else {"ok": False, "error": "not observed",
+                                                              "revisions": {}, "deployments": {}}
+        states = self.rollout_states(env_id, env)
+        seen = scrub(observed["revisions"], secrets) if observed.get("ok") else None
+        deployments = []
+        for d in view.deployments:
+            split = env.split_for(d["deployment_id"])
+            state = states.get(d["deployment_id"])
+            dep_seen = observed["deployments"].get(d["deployment_id"]) if observed.get("ok") else None
+            deployments.append({
+                **{k: v for k, v in d.items() if k != "revision_ids"},
+                "observed": scrub(dep_seen, secrets),
                 "drift": _drift(split, observed) if split is not None else None,
-                "rollout": None if state is None else {"phase": state.phase, "passed_steps": state.passed_steps,
-                                                       "steps": len(state.steps), "reason": state.reason},
-                "revision_ids": [r.revision_id for r in env.revisions if r.deployment_id == b.deployment_id],
+                "rollout": None if state is None else scrub({"phase": state.phase, "passed_steps": state.passed_steps,
+                                                             "steps": len(state.steps), "reason": state.reason},
+                                                            secrets),
+                "revision_ids": d["revision_ids"],
             })
         runtime_doc = None
         if runtime:
             try:
                 published = store.load_runtime_config(env_id)
-                runtime_doc = codec.unstructure(published) if published is not None else None
+                runtime_doc = scrub(codec.unstructure(published), secrets) if published is not None else None
             except GreenticError as exc:
-                runtime_doc = {"error": exc.message}
+                runtime_doc = scrub({"error": exc.message}, secrets)
         doc = {
             "environment_id": env.environment_id, "name": env.name, "generation": env.generation,
             "deployer": _deployer(env), "listen_addr": env.host_config.listen_addr,
@@ -328,9 +427,11 @@ class Backend:
             "health": self.health(env, observed), "observation": {"ok": observed.get("ok", False),
                                                                  "error": observed.get("error"),
                                                                  "at": observed.get("at")},
-            "deployments": deployments, "revisions": revisions, "runtime_config": runtime_doc,
+            "deployments": deployments, "revisions": [], "runtime_config": runtime_doc,
         }
-        return scrub(doc, secrets)
+        head = scrub({k: v for k, v in doc.items() if k not in ("deployments", "revisions", "runtime_config")},
+                     secrets)
+        return view, {**doc, **head}, seen
 
     def rollout(self, env_id: str, deployment_ref: str) -> dict[str, Any]:
         from greentic_core import rollout

@@ -164,6 +164,11 @@
 
   document.addEventListener("change", (event) => {
     const input = event.target;
+    if (input.matches && input.matches("form.revision-filter select")) {
+      // the revision table's lifecycle filter: a plain GET form, sent as soon as it is chosen
+      input.form.requestSubmit();
+      return;
+    }
     if (input.matches && input.matches(".w-bps")) {
       const form = input.closest("form.split-form");
       show(form, rebalance(current(form), rows(form).indexOf(input.closest(".weight-row")), input.value));
