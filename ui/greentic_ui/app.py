@@ -266,8 +266,10 @@ def _env_context(app: web.Application, env_id: str, lifecycle: str, shown: int |
     more = shown is not None and len(matching) > shown
     choices = ([("routed", view.routed)] if view.routed else []) + [
         (name, view.counts[name]) for name in sorted(view.counts, key=lambda n: LIFECYCLE_RANK.get(n, 7))]
+    shows = json.dumps([[view.by_id[rid] for rid in ids], observed, choices, len(matching), len(view.revisions)],
+                       sort_keys=True, default=str)  # a change elsewhere in the document keeps this page of rows
     table = fragments.get(
-        ("revisions", env_id, view.key, lifecycle, shown, allow, json.dumps(observed, sort_keys=True, default=str)),
+        ("revisions", env_id, lifecycle, shown, allow, shows),
         lambda: jinja.get_template("env_revisions.html").render(
             rows=list(zip((view.by_id[rid] for rid in ids), observed)), matching=len(matching),
             total=len(view.revisions), lifecycle=lifecycle, choices=choices, show_all=shown is None,
