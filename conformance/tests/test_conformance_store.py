@@ -46,7 +46,7 @@ def _conformance(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]
 def test_the_store_suite_passes_on_the_file_store(tmp_path: Path) -> None:
     proc = _conformance(tmp_path, "--store", f"file://{tmp_path / 'store'}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "9 passed" in proc.stdout
+    assert "15 passed, 1 skipped" in proc.stdout  # a flock is never renewed
 
 
 def test_the_store_suite_fails_a_store_without_compare_and_swap(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """What only the PostgreSQL store has, against a real server: the schema and `store init`,
 `store doctor`, the append-only audit table, compare-and-swap in SQL, fencing tokens from a
-sequence. The rules every backend keeps are in the core's tests/test_store_contract.py."""
+sequence. The rules every backend keeps are in the shipped store suite, run against every backend by the
+core's tests/test_store_contract.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """What only the S3 store has, against a real moto server over HTTP: URLs, the conditional
 writes it relies on, the pending audit event of a writer killed mid-save, the lease object kept
-with growing tokens, the requests a save sends and the reads it may skip. The rules every backend keeps are in the core's tests/test_store_contract.py."""
+with growing tokens, the requests a save sends and the reads it may skip. The rules every backend keeps are in the shipped store suite, run against every backend by the
+core's tests/test_store_contract.py."""
 
 from __future__ import annotations
 
