@@ -96,6 +96,14 @@ def test_read_command_with_json_does_not_import_rich(home, command):
     assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY + RICH) == []
 
 
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_read_command_printing_tables_to_a_pipe_does_not_import_rich(home, command):
+    """Off a terminal the tables and lines are plain text, written without rich
+    (tests/test_cli_output.py checks they are the bytes rich would print)."""
+    modules = imported(home[1], *command)
+    assert loaded(modules, RICH) == []
+
+
 #: Spec types and the attrs they are made of: not needed to print help or a version.
 TYPES = ("greentic_core.spec", "attrs", "attr")
 
@@ -112,10 +120,19 @@ def test_help_lists_every_command_without_importing_their_machinery(home):
     assert "greentic_core.cli.operator_commands" in modules and "greentic_core.cli.rollout_commands" in modules
 
 
+#: Store drivers: imported when a store of theirs is opened, never to list the store plugins.
+STORE_DRIVERS = ("psycopg", "psycopg_binary", "boto3", "botocore")
+
+
 def test_plugins_list_does_not_decode_documents_or_run_the_operator(home):
     modules = imported(home[1], "--json", "plugins", "list")
-    assert loaded(modules, NEVER_ON_READ + ("cattrs", "rich")) == []
+    assert loaded(modules, NEVER_ON_READ + STORE_DRIVERS + ("cattrs", "rich")) == []
     assert "greentic_core.registry" in modules
+
+
+def test_plugins_list_table_imports_no_store_driver_and_no_rich(home):
+    modules = imported(home[1], "plugins", "list")
+    assert loaded(modules, NEVER_ON_READ + STORE_DRIVERS + ("cattrs", "rich")) == []
 
 
 def test_completing_a_revision_reads_the_store_without_the_operator_or_plugins(home):

@@ -13,24 +13,17 @@ import click
 from ..errors import GreenticError, NoSplit
 from ..references import InvalidInput, resolve_deployment
 from .completion import complete_deployment, complete_env, complete_plugin, complete_revision
-from .output import ProgressReporter
+from .output import ProgressReporter, Table
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from ..operator import Operator
 
-# Heavy modules (the operator and its registry, the codec's converters, rich's tables) are
+# Heavy modules (the operator and its registry, the codec's converters, rich) are
 # imported inside the commands that use them: read commands start in a fraction of the time.
 
 
-def _table(*columns: str) -> "Table":
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column)
-    return table
+def _table(*columns: str) -> Table:
+    return Table(*columns)
 
 
 def _operator(obj, command: str, progress=None) -> "Operator":

@@ -52,11 +52,9 @@ def register(cli: click.Group) -> None:
             if not records:
                 console.print(NO_PLUGINS_HINT, markup=False)
                 return
-            from rich.table import Table
+            from .output import Table
 
-            table = Table(box=None, pad_edge=False)
-            for column in ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "WEIGHT RES.", "SANDBOX", "NOTES"):
-                table.add_column(column)
+            table = Table("NAME", "DISTRIBUTION", "VERSION", "STATUS", "WEIGHT RES.", "SANDBOX", "NOTES")
             for r in records:
                 caps = r.descriptor.capabilities if r.descriptor else None
                 notes = r.reason if r.status != "ok" else "; ".join(
