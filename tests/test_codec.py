@@ -473,3 +473,20 @@ def test_generated_environments_round_trip_and_validate(env):
     assert loaded == env
     assert codec.dump_environment(loaded) == text
     validate_environment(loaded)
+
+
+def test_minted_ulids_are_canonical_time_ordered_and_strictly_increasing():
+    import time
+
+    from ulid import ULID
+
+    from greentic_core import ids
+
+    before = time.time_ns() // 1_000_000
+    minted = [ids.mint_ulid() for _ in range(5000)]  # many share a millisecond
+    after = time.time_ns() // 1_000_000
+    assert minted == sorted(minted) and len(set(minted)) == len(minted)
+    for value in minted[:50] + minted[-50:]:
+        assert ids.parse_ulid(value) == value and str(ULID.from_str(value)) == value  # the reference reads it back
+        assert before <= ULID.from_str(value).milliseconds <= after
+    assert len({value[10:] for value in minted}) == len(minted)  # the 80 random bits differ too
