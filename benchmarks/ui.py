@@ -3,12 +3,18 @@
     .venv/bin/python -m benchmarks.ui [--quick] [--json]
 
 (a) **render 1,000 revisions**: ``GET /env/bench`` of an environment of 1,000 revisions in 10
-    deployments (10 split bars, a 1,000-row revision table), served by the dashboard's app
-    in this process over loopback (aiohttp's test server), the local-process provider bound
-    and observed. Timed from the request to the last byte of the answer, so it is the server's
-    whole time (store load + decode + validate, observe, template) plus loopback. Each request
-    reads the store again (the dashboard keeps no copy of documents); the provider's
-    observation is reused for 1.5 s, so the figure is given with and without it. Goal: <= 200 ms.
+    deployments (10 split bars, legends and split controls of 100 revisions each, the first 50
+    rows of the revision table), served by the dashboard's app in this process over loopback
+    (aiohttp's test server), the local-process provider bound and observed. Timed from the
+    request to the last byte of the answer, so it is the server's whole time plus loopback.
+    The dashboard builds the page's view data once per version of the document (the file
+    store: a ``stat`` says whether it changed) and keeps rendered sections while what they
+    show is unchanged; the provider's observation is reused for 1.5 s. Measured: observation
+    reused; observed afresh (the goal's figure: the page as opened or refreshed); after a
+    ``traffic set`` on one deployment (record-only: a new generation, so the document is
+    loaded again and the changed section rendered); with nothing kept (the first view after
+    the server starts); and with every row (``?show=all``, observed afresh, every section
+    rendered again, the document's view kept). Goal: <= 200 ms.
 (b) **traffic set -> SSE event in a browser**: ``greentic-deployer ui`` in a subprocess, a
     real Chromium (``/usr/bin/chromium``, Playwright) on an environment page; in this process
     a ``traffic set`` through the operator (record-only: the provider's time is not the
@@ -125,6 +131,9 @@ def bench_render(home: Path, env_id: str, repeat: int) -> dict[str, Any]:
                 app[FRAGMENTS].clear()
                 elapsed, size = await once(page)
                 cold.append(elapsed)
+                # every row of the table: observed afresh, every section rendered again
+                backend.forget_observation(env_id)
+                app[FRAGMENTS].clear()
                 elapsed, size_all = await once(page + "?show=all")
                 everything.append(elapsed)
             api = [(await once(f"/api/environments/{env_id}"))[0] for _ in range(repeat)]
@@ -232,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['page_after_change_ms']['median']:.0f} ms, p95 {r['page_after_change_ms']['p95']:.0f} ms")
     print(f"    nothing cached (first view): median {r['page_cold_ms']['median']:.0f} ms, "
           f"p95 {r['page_cold_ms']['p95']:.0f} ms")
-    print(f"    ?show=all ({r['page_all_rows_bytes'] / 1024:.0f} KiB, every row): median "
+    print(f"    ?show=all ({r['page_all_rows_bytes'] / 1024:.0f} KiB, every row, observed afresh, sections "
+          f"rendered again, document kept): median "
           f"{r['page_all_rows_ms']['median']:.0f} ms, p95 {r['page_all_rows_ms']['p95']:.0f} ms")
     print(f"    JSON API:           median {r['api_ms']['median']:.0f} ms; of which store.load "
           f"median {r['store_load_ms']['median']:.0f} ms")

@@ -112,10 +112,12 @@ class View:
         self.by_id = {r["revision_id"]: r for r in revisions}
         self.deployments = deployments
         #: per deployment: a digest of everything its section shows from the document
-        self.digests = {d["deployment_id"]: json.dumps([d, [(r["revision_id"], r["name"], r["lifecycle"],
-                                                              r["weight_bps"]) for r in revisions
-                                                             if r["deployment_id"] == d["deployment_id"]]],
-                                                        sort_keys=True, default=str)
+        rows: dict[str, list[Any]] = {}
+        for r in revisions:
+            rows.setdefault(r["deployment_id"], []).append((r["revision_id"], r["name"], r["lifecycle"],
+                                                             r["weight_bps"]))
+        self.digests = {d["deployment_id"]: json.dumps([d, rows.get(d["deployment_id"], [])], sort_keys=True,
+                                                       default=str)
                         for d in deployments}
         last = len(revisions)
         #: the revision table: routed first, then by lifecycle (live ones first), newest first
@@ -212,7 +214,11 @@ class Backend:
         if cached is not None and now - cached[0] < max_age:
             return cached[1]
         try:
-            seen = self.operator().observe(env_id)
+            # Operator.observe without its own load: the view has the document (2 MB for 1,000
+            # revisions, as long to decode as the provider takes to answer)
+            env = self.view(env_id).env
+            operator = self.operator()
+            seen = operator.bind(env).observe(env)
             result: dict[str, Any] = {
                 "ok": True, "error": None,
                 "revisions": {k: {"present": v.present, "serving": v.serving, "ready_replicas": v.ready_replicas,
