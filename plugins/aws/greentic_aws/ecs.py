@@ -805,12 +805,12 @@ class EcsProvider:
             if ok:
                 return current
             self.check_failed_tasks(current, since, revision_id)
+            self.progress(f"revision {revision_id}: {text}")  # every reading is shown, the last one too
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProviderTimeout(f"task set of revision {revision_id} did not reach steady state in time "
                                       f"({text})", hint="look at the service's events and the tasks' stopped "
                                                         "reasons in the ECS console; raise warm_timeout_seconds")
-            self.progress(f"revision {revision_id}: {text}")
             time.sleep(min(self.answers.poll_interval_seconds, max(remaining, 0.0)))
 
     def check_failed_tasks(self, task_set: Mapping[str, Any], since: datetime, revision_id: str) -> None:
