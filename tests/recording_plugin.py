@@ -10,8 +10,9 @@ What the deployer does:
 * every hook call appends one JSON line to the file named by ``$GREENTIC_REC_LOG``:
   ``{"hook": "warm", "revision_id": ..., "stored_lifecycle": ..., "has_token": ...}``, where
   ``stored_lifecycle`` is the revision's lifecycle in ``environment.json`` *as stored when
-  the provider ran* (read from the state directory) and ``stored_weights`` the stored split
-  of the deployment, which proves the order provider -> record;
+  the provider ran* (read from the state directory, or through the store ``$GREENTIC_REC_STORE``
+  names when it is not the file store) and ``stored_weights`` the stored split of the
+  deployment, which proves the order provider -> record;
 * it keeps what it "runs" in ``<state_dir>/recording-state.json``: warm makes a revision
   present and serving, drain stops serving, archive removes it, apply records the weights;
   ``greentic_observe`` reports exactly that file;
@@ -95,12 +96,33 @@ def _failures():
     return {item.strip() for item in text.replace("\n", ",").split(",") if item.strip()}
 
 
+def _stored_document(state_dir):
+    """The environment as stored right now: from the file store's directory (the state
+    directory), or through the store that $GREENTIC_REC_STORE names (the state directory is
+    then <home>/state/<env>)."""
+    url = os.environ.get("GREENTIC_REC_STORE")
+    if url:
+        from greentic_core.errors import GreenticError
+        from greentic_core.store import open_store
+
+        store = open_store(url, home=Path(state_dir).parent.parent)
+        try:
+            return json.loads(store.export(Path(state_dir).name).document)
+        except GreenticError:
+            return None
+        finally:
+            store.close()
+    return json.loads((Path(state_dir) / "environment.json").read_text())
+
+
 def _stored_lifecycle(state_dir, revision_id):
     if state_dir is None or revision_id is None:
         return None
     try:
-        doc = json.loads((Path(state_dir) / "environment.json").read_text())
+        doc = _stored_document(state_dir)
     except (OSError, ValueError):
+        return None
+    if doc is None:
         return None
     for rev in doc.get("revisions", []):
         if rev.get("revision_id") == revision_id:
@@ -110,8 +132,10 @@ def _stored_lifecycle(state_dir, revision_id):
 
 def _stored_weights(state_dir, deployment_id):
     try:
-        doc = json.loads((Path(state_dir) / "environment.json").read_text())
+        doc = _stored_document(state_dir)
     except (OSError, ValueError, TypeError):
+        return None
+    if doc is None:
         return None
     for split in doc.get("traffic_splits", []):
         if split.get("deployment_id") == deployment_id:

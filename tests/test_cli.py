@@ -7,6 +7,11 @@ log, including what ``environment.json`` held *while the provider ran*, which is
 tests prove the order precondition -> provider -> record. A few tests run real subprocesses
 (``python -m greentic_core``), and one runs two revisions of a real app through the real
 local-process provider and its router.
+
+Every test of the ``gd``/``shop`` harness runs on every store backend (``--store``): the file
+store, a real PostgreSQL cluster and a real moto S3 server (tests/store_backends.py), except
+the few in :data:`FILE_ONLY`, which are about the file store's own layout. The harness reads
+what was stored through the store contract, so the same assertions hold on every backend.
 """
 
 from __future__ import annotations
@@ -23,20 +28,42 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from click.testing import CliRunner, Result
 
 import recording_plugin
 from greentic_core.cli import cli
+from greentic_core.store import StoreBackend, open_store, redact_url
+from store_backends import BACKENDS, make_backend, moto_server, pg_cluster  # noqa: F401  (fixtures)
 
 SECRET = "tok-S3CRET-9f2c4e1b77"
 CLICK_USAGE_ERRORS = ("UsageError", "MissingParameter", "NoSuchCommand", "BadParameter", "BadArgumentUsage",
                       "BadOptionUsage", "NoSuchOption")
 PLUGIN = recording_plugin.NAME
 REPO = Path(__file__).resolve().parents[1]
+
+#: tests of the harness that run on the file store only, and why (every other one runs on each
+#: backend of store_backends.BACKENDS). Outside the harness, the real local-process test at the end
+#: runs on the default file store only: it takes 8-10 s (two real revisions and the router), and the
+#: local-process provider's state is local whatever the store.
+FILE_ONLY = {
+    "test_store_errors_exit_5": "breaks the file layout itself (a directory where environment.json belongs)",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_name" in metafunc.fixturenames and metafunc.function.__name__ not in FILE_ONLY:
+        metafunc.parametrize("backend_name", [b for b in BACKENDS if b != "external"])
+
+
+@pytest.fixture
+def backend_name() -> str:
+    return "file"  # FILE_ONLY tests
 
 
 # --------------------------------------------------------------------------- harness
@@ -45,10 +72,15 @@ REPO = Path(__file__).resolve().parents[1]
 class Deployer:
     """Runs the CLI in-process against one temporary store, collecting every output."""
 
-    def __init__(self, tmp_path: Path, site: Path) -> None:
+    def __init__(self, tmp_path: Path, site: Path, store_url: str | None = None,
+                 secrets: tuple[str, ...] = ()) -> None:
         self.tmp = tmp_path
         self.site = site
         self.home = tmp_path / "home"
+        #: None: the default file store at --home (no --store given); else the backend's URL
+        self.store_url = store_url
+        self.secrets = secrets
+        self._store: StoreBackend | None = None
         self.cache = tmp_path / "cache"
         self.log = tmp_path / "calls.jsonl"
         self.fail_file = tmp_path / "fail-verbs"
@@ -64,6 +96,8 @@ class Deployer:
             recording_plugin.FAIL_FILE_ENV: str(self.fail_file),
             recording_plugin.FAIL_ENV: None,
             "GREENTIC_HOME": None,
+            "GREENTIC_STORE": None,
+            "GREENTIC_REC_STORE": self.store_url,  # where the recording deployer reads the stored document
             "GREENTIC_DEPLOYERS": None,
             "GREENTIC_DISABLE_DEPLOYERS": None,
         }
@@ -79,9 +113,18 @@ class Deployer:
 
     # -- running -------------------------------------------------------------------------------
 
+    def global_args(self) -> list[str]:
+        """``--home HOME`` and, on a backend other than the default file store, ``--store URL``."""
+        return ["--home", str(self.home)] + (["--store", self.store_url] if self.store_url else [])
+
+    def command_line(self, *args: str) -> str:
+        """The command line as the audit log records it (the store URL's password hidden)."""
+        shown = [redact_url(a) if a == self.store_url else a for a in self.global_args()]
+        return shlex.join(["greentic-deployer", *shown, *args])
+
     def run(self, *args: str, code: int = 0, json_mode: bool = True, actor: str | None = "tester",
             env: dict[str, str | None] | None = None) -> Result:
-        argv = ["--home", str(self.home)]
+        argv = self.global_args()
         if actor is not None:
             argv += ["--actor", actor]
         if json_mode:
@@ -110,7 +153,7 @@ class Deployer:
 
     def sub(self, *args: str, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
         """``python -m greentic_core --home HOME ARGS`` in a real subprocess."""
-        proc = subprocess.run([sys.executable, "-m", "greentic_core", "--home", str(self.home), *args],
+        proc = subprocess.run([sys.executable, "-m", "greentic_core", *self.global_args(), *args],
                               env=self.subprocess_env(**extra), capture_output=True, text=True, timeout=timeout)
         self.outputs.append(proc.stdout + proc.stderr)
         return proc
@@ -134,11 +177,29 @@ class Deployer:
     def heal(self) -> None:
         self.fail_file.unlink(missing_ok=True)
 
+    def store(self) -> StoreBackend:
+        """The store the commands use, for reading what they stored (through the contract)."""
+        if self._store is None:
+            self._store = open_store(self.store_url or f"file://{self.home}", home=self.home)
+        return self._store
+
     def env_dir(self, env_id: str = "dev") -> Path:
+        """The environment's directory in the file store (FILE_ONLY tests)."""
         return self.home / "environments" / env_id
 
     def env_bytes(self, env_id: str = "dev") -> bytes:
-        return (self.env_dir(env_id) / "environment.json").read_bytes()
+        return self.store().export(env_id).document
+
+    def runtime_config_bytes(self, env_id: str = "dev") -> bytes | None:
+        return self.store().export(env_id).runtime_config
+
+    def drop_runtime_config(self, env_id: str = "dev") -> None:
+        """Remove the published runtime-config behind the commands' back (as if lost)."""
+        if self.store_url is None:
+            (self.env_dir(env_id) / "runtime-config.json").unlink()
+            return
+        store = self.store()  # a shared store: replaced as stored, but without it
+        store.import_snapshot(attrs.evolve(store.export(env_id), runtime_config=None), replace=True)
 
     def env_doc(self, env_id: str = "dev") -> dict[str, Any]:
         return json.loads(self.env_bytes(env_id))
@@ -147,11 +208,13 @@ class Deployer:
         return next(r["lifecycle"] for r in self.env_doc(env_id)["revisions"] if r["revision_id"] == rid)
 
     def audit(self, env_id: str = "dev") -> list[dict[str, Any]]:
-        path = self.env_dir(env_id) / "audit" / "events.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return self.store().audit_events(env_id)
+
+    def provider_state_file(self, env_id: str = "dev") -> Path:
+        return self.store().state_dir(env_id) / recording_plugin.STATE_FILE
 
     def provider_state(self, env_id: str = "dev") -> dict[str, Any]:
-        return json.loads((self.env_dir(env_id) / recording_plugin.STATE_FILE).read_text())
+        return json.loads(self.provider_state_file(env_id).read_text())
 
     # -- set-ups ---------------------------------------------------------------------------------
 
@@ -178,9 +241,20 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def gd(tmp_path: Path, plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Deployer:
+def gd(tmp_path: Path, plugin_site: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+       backend_name: str) -> Iterator[Deployer]:
     monkeypatch.syspath_prepend(str(plugin_site))
-    return Deployer(tmp_path, plugin_site)
+    if backend_name == "file":
+        deployer = Deployer(tmp_path, plugin_site)
+    else:
+        backend = make_backend(backend_name, request, tmp_path, monkeypatch)
+        assert backend.home == tmp_path / "home"
+        deployer = Deployer(tmp_path, plugin_site, backend.url, backend.secrets)
+    yield deployer
+    if deployer._store is not None:
+        deployer._store.close()
+    for secret in deployer.secrets:  # the store URL's password or the S3 key: never printed
+        assert all(secret not in out for out in deployer.outputs)
 
 
 @pytest.fixture
@@ -222,7 +296,7 @@ def test_stage_and_warm_call_the_provider_before_recording(shop: Deployer) -> No
 
 def test_traffic_set_applies_through_the_provider_then_records(shop: Deployer) -> None:
     a, b = shop.ready(), shop.ready()
-    assert not (shop.env_dir() / "runtime-config.json").exists()  # nothing is live yet
+    assert shop.runtime_config_bytes() is None  # nothing is live yet
     shop.clear_calls()
     doc = shop.json("traffic", "set", "dev", "shop", f"{a}=90%,{b}=1000")
     assert doc["changed"] is True and doc["split"]["generation"] == 0
@@ -232,14 +306,14 @@ def test_traffic_set_applies_through_the_provider_then_records(shop: Deployer) -
     assert apply["stored_weights"] is None  # recorded only after the provider applied it
     split = shop.env_doc()["traffic_splits"][0]
     assert {e["revision_id"]: e["weight_bps"] for e in split["entries"]} == {a: 9000, b: 1000}
-    config = json.loads((shop.env_dir() / "runtime-config.json").read_text())
+    config = json.loads(shop.runtime_config_bytes())
     assert config["schema"] == "greentic.runtime-config.v1"
     assert config == shop.json("runtime-config", "dev")
 
     shop.clear_calls()
     shop.json("traffic", "set", "dev", shop.dep[:14], f"{a}=12.5%,{b}=87.5%")
     assert shop.calls()[0]["stored_weights"] == {a: 9000, b: 1000}
-    config = json.loads((shop.env_dir() / "runtime-config.json").read_text())
+    config = json.loads(shop.runtime_config_bytes())
     assert sorted(w for block in config["revisions"] for w in [block["weight_bps"]]) == [1250, 8750]
     assert shop.provider_state()["routes"][shop.dep] == {a: 1250, b: 8750}
     observed = shop.json("env", "observe", "dev")
@@ -288,7 +362,7 @@ def _prepared(shop: Deployer) -> dict[str, str]:
 def test_a_failing_provider_leaves_the_environment_byte_identical(shop: Deployer, verb, args) -> None:
     ids = _prepared(shop)
     env_before = shop.env_bytes()
-    config_before = (shop.env_dir() / "runtime-config.json").read_bytes()
+    config_before = shop.runtime_config_bytes()
     events_before = len(shop.audit())
     shop.fail(verb)
     shop.clear_calls()
@@ -299,7 +373,7 @@ def test_a_failing_provider_leaves_the_environment_byte_identical(shop: Deployer
     assert "Traceback" not in result.output
     assert verb in shop.hooks()  # the provider was called ...
     assert shop.env_bytes() == env_before  # ... and nothing was recorded
-    assert (shop.env_dir() / "runtime-config.json").read_bytes() == config_before
+    assert shop.runtime_config_bytes() == config_before
     events = shop.audit()
     assert len(events) == events_before + 1
     event = events[-1]
@@ -518,7 +592,8 @@ def test_traffic_set_replay_with_the_same_key_is_a_no_op(shop: Deployer) -> None
 
 
 def test_every_command_prints_one_json_document(shop: Deployer, tmp_path: Path) -> None:
-    env_file = shop.env_dir() / "environment.json"
+    env_file = tmp_path / "environment.json"  # a document file, as `--file` takes it
+    env_file.write_bytes(shop.env_bytes())
     seen: Counter[str] = Counter()
 
     def ok(*args: str) -> dict[str, Any]:
@@ -615,7 +690,7 @@ def test_invalid_answers_are_refused_without_quoting_the_secret(gd: Deployer) ->
     assert "12345" not in json.dumps(doc)
     gd.error("env", "init", "dev", "--deployer", PLUGIN, "--answers", _write(gd.tmp / "c.json", [1]),
              code=2, kind="usage")
-    assert not gd.env_dir().exists()
+    assert not gd.store().exists("dev")
     assert all(SECRET not in out and "12345" not in out for out in gd.outputs)
 
 
@@ -684,16 +759,20 @@ def test_one_audit_event_per_mutation_and_the_secret_never_leaks(gd: Deployer) -
             assert isinstance(event["duration_ms"], int)
     assert events[0]["answers"] == {"region": "eu-west-1", "token": "***"}
     assert events[0]["actor"] == "tester" and events[5]["actor"] == "alice"
-    assert events[5]["command"] == f"greentic-deployer --home {gd.home} --actor alice --json revision warm dev {b}"
+    assert events[5]["command"] == gd.command_line("--actor", "alice", "--json", "revision", "warm", "dev", b)
     assert [e["outcome"] for e in events[-7:-5]] == ["error", "error"]
     assert all(e["provider_verb"] == "warm" for e in events[-7:-5])
 
-    # grep the whole store and every output for the secret: only the answers file holds it
-    answers = gd.env_dir() / "env-packs" / "deployer" / "answers.json"
+    # grep the whole home and every output for the secret: only the stored answers hold it
     holders = [p for p in gd.home.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
-    assert holders == [answers]
-    assert stat.S_IMODE(answers.stat().st_mode) == 0o600
-    assert json.loads(answers.read_text())["token"] == SECRET
+    if gd.store_url is None:  # the file store: the answers file, private
+        answers = gd.env_dir() / "env-packs" / "deployer" / "answers.json"
+        assert holders == [answers]
+        assert stat.S_IMODE(answers.stat().st_mode) == 0o600
+    else:  # a shared store: nothing on this machine
+        assert holders == []
+    assert json.loads(gd.store().read_attachment("dev", "env-packs/deployer/answers.json"))["token"] == SECRET
+    assert SECRET not in json.dumps(gd.audit())
     assert all(SECRET not in out for out in gd.outputs)
     assert SECRET not in gd.log.read_text()
     assert all(c["has_token"] for c in gd.calls() if "has_token" in c)  # but the provider got it
@@ -722,13 +801,13 @@ def test_env_doctor_passes_then_fails_when_the_plugin_is_uninstalled(shop: Deplo
     # uninstalled: a real process whose path lacks the plugin's site directory
     env = shop.subprocess_env()
     env["PYTHONPATH"] = ""
-    proc = subprocess.run([sys.executable, "-m", "greentic_core", "--home", str(shop.home), "env", "doctor", "dev"],
+    proc = subprocess.run([sys.executable, "-m", "greentic_core", *shop.global_args(), "env", "doctor", "dev"],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert "plugin-installed" in proc.stdout and "fail" in proc.stdout
     assert f"no deployer plugin named '{PLUGIN}' is installed" in proc.stdout
     assert "1 check(s) failed" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "greentic_core", "--home", str(shop.home), "--json",
+    proc = subprocess.run([sys.executable, "-m", "greentic_core", *shop.global_args(), "--json",
                            "revision", "stage", "dev", "shop"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 7 and json.loads(proc.stdout)["kind"] == "plugin"
 
@@ -738,8 +817,8 @@ def test_env_reconcile_recalls_warm_for_ready_revisions_and_apply_for_splits(sho
     staged = shop.stage()
     shop.json("traffic", "set", "dev", "shop", f"{a}=7500,{b}=2500")
     # the provider lost everything (a host restart)
-    (shop.env_dir() / recording_plugin.STATE_FILE).unlink()
-    (shop.env_dir() / "runtime-config.json").unlink()
+    shop.provider_state_file().unlink()
+    shop.drop_runtime_config()
     observed = shop.json("env", "observe", "dev")
     assert observed["revisions"] == {} and observed["deployments"] == {}
     doctor = shop.error("env", "doctor", "dev", code=1, kind="check_failed")
@@ -780,7 +859,7 @@ def test_subprocess_json_exit_codes_and_audited_command_line(shop: Deployer) -> 
     rid = json.loads(proc.stdout)["revision_id"]
     event = shop.audit()[-1]
     assert event["actor"] == "ci-bot"
-    assert event["command"] == f"greentic-deployer --home {shop.home} --json --actor ci-bot revision stage dev shop"
+    assert event["command"] == shop.command_line("--json", "--actor", "ci-bot", "revision", "stage", "dev", "shop")
 
     proc = shop.sub("revision", "warm", "dev", rid, GREENTIC_REC_FAIL="warm")
     assert proc.returncode == 1
@@ -797,7 +876,7 @@ def test_ctrl_c_during_a_provider_wait_leaves_the_state_unchanged(shop: Deployer
     before = shop.env_bytes()
     shop.clear_calls()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "greentic_core", "--home", str(shop.home), "revision", "warm", "dev", rid],
+        [sys.executable, "-m", "greentic_core", *shop.global_args(), "revision", "warm", "dev", rid],
         env=shop.subprocess_env(GREENTIC_REC_FAIL="warm:slow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
