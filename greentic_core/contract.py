@@ -78,8 +78,12 @@ def require_valid_split(env: Environment, deployment_id: str) -> None:
 
 
 def validate_answers(descriptor: DeployerDescriptor, answers: Any) -> dict[str, Any]:
-    """Check answers against the descriptor's JSON Schema; secrets never appear in the message."""
-    import jsonschema  # imported here: listing plugins must not pay for it (about 30 ms)
+    """Check answers against the descriptor's JSON Schema; secrets never appear in the message.
+
+    Answers that :func:`~greentic_core.simple_schema.surely_valid` can vouch for skip jsonschema
+    (about 40 ms to import, on every command that binds a deployer); any other case, and every
+    error, is jsonschema's verdict and wording."""
+    from .simple_schema import surely_valid
 
     if answers is None:
         answers = {}
@@ -88,6 +92,10 @@ def validate_answers(descriptor: DeployerDescriptor, answers: Any) -> dict[str, 
             f"answers for {descriptor.path} must be a JSON object, got {type(answers).__name__}",
             hint="write the answers as a JSON object, e.g. {\"key\": \"value\"}",
         )
+    if surely_valid(descriptor.answers_schema, dict(answers)):
+        return dict(answers)
+    import jsonschema  # imported here: listing plugins must not pay for it (about 40 ms)
+
     validator_cls = jsonschema.validators.validator_for(descriptor.answers_schema)
     validator = validator_cls(descriptor.answers_schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(answers)))

@@ -148,3 +148,11 @@ def test_completing_a_command_name_imports_no_document_code(home):
     modules = imported(env)
     assert loaded(modules, NEVER_ON_READ + PLUGIN_MACHINERY + DECODING + RICH + TYPES) == []
     assert "click.shell_completion" in modules and "greentic_core.cli.operator_commands" in modules  # it ran
+
+
+def test_a_record_only_mutation_imports_neither_jsonschema_nor_rich(home):
+    """The recorded answers are checked by the answers check's fast path (simple_schema), and the
+    one-line result is plain text: a mutation's own work pays for neither."""
+    modules = imported(home[1], "revision", "stage", "dev", "shop", "--record-only")
+    assert loaded(modules, ("jsonschema", "rich", "ulid")) == []
+    assert "greentic_core.operator" in modules  # it did run the operator
