@@ -299,9 +299,20 @@ class Operator:
             raise InvalidInput(f"deployer answers {path} must be a JSON object")
         return data
 
-    def bind(self, env: Environment) -> BoundDeployer:
+    def bind(self, env: Environment, *, change: bool = True) -> BoundDeployer:
+        """The environment's deployer, bound to its answers and state directory.
+
+        ``change``: the caller will change something through the provider. For a provider with
+        host-local state on a shared store, that is refused from any host but the one that runs
+        the environment (:mod:`greentic_core.host_state`); reads pass ``change=False``.
+        """
         binding = self.deployer_binding(env)
         bound = self.registry.bind(binding.kind, self.load_answers(env), self.store.state_dir(env.environment_id))
+        if change:
+            from . import host_state
+
+            if host_state.applies(self.store, bound):
+                host_state.check(self.store, env.environment_id, actor=self.actor, deployer=bound.descriptor.path)
         self._secrets = _secret_values(bound)
         return bound
 
@@ -412,7 +423,7 @@ class Operator:
         before every stage, warm and traffic change, which need the plugin anyway.
         """
         try:
-            bound = self.bind(env)
+            bound = self.bind(env, change=False)
         except GreenticError:
             deployment = env.deployment(deployment_id)
             if deployment is not None:
@@ -585,7 +596,7 @@ class Operator:
 
     def observe(self, env_id: str) -> Observation:
         env = self.store.load(env_id)
-        bound = self.bind(env)
+        bound = self.bind(env, change=False)
         try:
             return bound.observe(env)
         except DeployerError as exc:
@@ -599,7 +610,7 @@ class Operator:
         """
         env = self.store.load(env_id)
         deployment_id = resolve_deployment(env, deployment_ref) if deployment_ref is not None else None
-        bound = self.bind(env)
+        bound = self.bind(env, change=False)
         if not bound.implements("greentic_render"):
             raise InvalidInput(f"deployer plugin {bound.name} has no dry run (it implements no greentic_render)",
                                hint=f"see `greentic-deployer plugins show {bound.name}`")
@@ -615,7 +626,7 @@ class Operator:
         """A revision's log lines from its provider (``greentic_revision_logs``), secrets scrubbed."""
         env = self.store.load(env_id)
         revision_id = resolve_revision(env, revision_ref)
-        bound = self.bind(env)
+        bound = self.bind(env, change=False)
         if not bound.implements("greentic_revision_logs"):
             raise InvalidInput(f"deployer plugin {bound.name} keeps no logs the deployer can read "
                                "(it implements no greentic_revision_logs)",
@@ -634,7 +645,7 @@ class Operator:
         env = self.store.load(env_id)
         reported = None
         try:
-            reported = self.bind(env).report_runtime_config(env)
+            reported = self.bind(env, change=False).report_runtime_config(env)
         except GreenticError:
             reported = None
         return reported or materialize_runtime_config(env)
@@ -678,7 +689,7 @@ class Operator:
             add("preflight", CheckStatus.SKIP, "version pin not satisfied")
             return checks
         try:
-            bound = self.bind(env)
+            bound = self.bind(env, change=False)
             add("answers-valid", CheckStatus.PASS, "answers match the plugin's schema")
         except GreenticError as exc:
             add("answers-valid", CheckStatus.FAIL, str(exc))

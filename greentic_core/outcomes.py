@@ -44,11 +44,16 @@ class Capabilities:
     (1 = exact; an ALB with weights 0..999 has a coarser effective resolution).
     ``drain_slack_seconds``: how long after ``drain_seconds`` a drain may still take.
     ``observes_weights``: whether ``greentic_observe`` reports the weights the provider enforces.
+    ``host_local_state``: whether what the provider runs lives on the machine that runs the
+    command (in ``state_dir``), as local-process's processes do. On a shared store the core then
+    records which host runs an environment and refuses provider changes from any other host
+    (:mod:`greentic_core.host_state`).
     """
 
     weight_resolution_bps: int = 1
     drain_slack_seconds: float = 5.0
     observes_weights: bool = True
+    host_local_state: bool = False
     max_split_entries: int | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 

@@ -55,6 +55,55 @@ def register(cli: click.Group) -> None:
             f"broke the lease of {env_id} held by {removed.describe(utc_now())}" if removed is not None
             else f"environment {env_id} was not locked; nothing to do", markup=False))
 
+    @env_group.command("host")
+    @click.argument("env_id")
+    @click.option("--take-over", is_flag=True,
+                  help="Make this host the one that runs ENV's provider state (audited as env.host).")
+    @click.pass_obj
+    def env_host(obj, env_id, take_over) -> None:
+        """Show which host runs ENV's host-local provider state (local-process) on a shared store.
+
+        Provider changes from any other host are refused. --take-over moves the environment to
+        this host: what runs on the old host keeps running until it is stopped there, and this
+        host starts what the environment needs with `greentic-deployer env reconcile ENV`.
+        """
+        from .. import host_state
+        from ..spec import CapabilitySlot
+        from . import command_line
+
+        store = obj.store()
+        env = store.load(env_id)
+        here = host_state.this_host()
+        binding = env.pack_for_slot(CapabilitySlot.DEPLOYER)
+        deployer = binding.kind.path if binding is not None else "its deployer"
+        previous = None
+        if take_over:
+            if store.scheme == "file":
+                raise click.UsageError(f"environment {env_id!r} is in a file store: its provider state is on the "
+                                       "machine that has the store, there is nothing to take over")
+            previous, record = host_state.take_over(store, env_id, actor=obj.actor, command=command_line(),
+                                                    deployer=deployer)
+        else:
+            record = host_state.recorded(store, env_id)
+        doc = {"ok": True, "env_id": env_id, "store": store.url, "this_host": here,
+               "host": record["host"] if record is not None else None, "record": record,
+               **({"previous_host": previous["host"] if previous is not None else None} if take_over else {})}
+
+        def human(console) -> None:
+            if record is None:
+                console.print(f"environment {env_id}: no host recorded (the first provider change records "
+                              f"the host it runs on; this host is {here})", markup=False)
+            elif take_over:
+                was = f" (was {previous['host']})" if previous is not None else ""
+                console.print(f"environment {env_id} now runs its provider state on {here}{was}; "
+                              f"`greentic-deployer env reconcile {env_id}` starts what it needs here", markup=False)
+            else:
+                mine = " (this host)" if record["host"] == here else f" (this host is {here})"
+                console.print(f"environment {env_id} runs its provider state on {record['host']}{mine}, "
+                              f"since {record.get('since')}", markup=False)
+
+        obj.out.result(doc, human)
+
     @cli.group("store")
     def store_group() -> None:
         """The store environments live in (--store URL / GREENTIC_STORE)."""

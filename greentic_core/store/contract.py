@@ -130,7 +130,16 @@ class InvalidEnvironment(StoreError, SpecError):
 # --------------------------------------------------------------------------- values
 
 
+#: Overrides this machine's name in leases, the audit and host ownership (``greentic_core.host_state``).
+HOSTNAME_ENV = "GREENTIC_HOSTNAME"
+
+
 def _host() -> str:
+    """This machine's name: ``$GREENTIC_HOSTNAME`` if set (hosts whose OS hostname is not
+    stable, e.g. containers), else the OS hostname."""
+    name = os.environ.get(HOSTNAME_ENV, "").strip()
+    if name:
+        return name
     try:
         return socket.gethostname() or "localhost"
     except OSError:

@@ -39,7 +39,8 @@ def greentic_deployer_descriptor():
         version=__version__,
         requires_core=">=0.1,<0.2",
         summary="Runs each revision as a local process behind a weighted HTTP router on this host.",
-        capabilities=Capabilities(weight_resolution_bps=1, drain_slack_seconds=12.0, observes_weights=True),
+        capabilities=Capabilities(weight_resolution_bps=1, drain_slack_seconds=12.0, observes_weights=True,
+                                  host_local_state=True),  # its processes run where the command runs
         answers_schema=ANSWERS_SCHEMA,
     )
 
