@@ -98,6 +98,7 @@ class PluginRecord:
                     "drain_slack_seconds": d.capabilities.drain_slack_seconds,
                     "observes_weights": d.capabilities.observes_weights,
                     "max_split_entries": d.capabilities.max_split_entries,
+                    "host_local_state": d.capabilities.host_local_state,
                     **dict(d.capabilities.extra),
                 },
                 "answers_schema": dict(d.answers_schema),
