@@ -294,7 +294,6 @@ def _register_class(conv: cattrs.Converter, cls: type, detailed: bool) -> None:
         name: override(struct_hook=hook) for (owner, name), hook in _field_hooks().items() if owner is cls
     }
     base_structure = make_dict_structure_fn(cls, conv, extra=override(omit=True), **field_hooks)
-    base_unstructure = make_dict_unstructure_fn(cls, conv, extra=override(omit=True), **omit)
     type_name = cls.__name__
 
     def structure(value: Any, _: Any) -> Any:
@@ -322,17 +321,24 @@ def _register_class(conv: cattrs.Converter, cls: type, detailed: bool) -> None:
             object.__setattr__(obj, "extra", {k: v for k, v in value.items() if k not in known})
         return obj
 
-    def unstructure(obj: Any) -> dict[str, Any]:
-        out = base_unstructure(obj)
-        if omit:  # cattrs appends omittable keys last; restore declaration order
-            out = {key: out[key] for key in names if key in out}
-        if obj.extra:
-            for key, item in obj.extra.items():
-                out.setdefault(key, item)
-        return out
+    def unstructure_hook(_: Any) -> Any:
+        # generated when the first object of the class is written: a read never writes
+        base_unstructure = make_dict_unstructure_fn(cls, conv, extra=override(omit=True), **omit)
+
+        def unstructure(obj: Any) -> dict[str, Any]:
+            out = base_unstructure(obj)
+            if omit:  # cattrs appends omittable keys last; restore declaration order
+                out = {key: out[key] for key in names if key in out}
+            if obj.extra:
+                for key, item in obj.extra.items():
+                    out.setdefault(key, item)
+            return out
+
+        return unstructure
 
     conv.register_structure_hook(cls, structure if detailed else structure_fast)
-    conv.register_unstructure_hook(cls, unstructure)
+    # a subclass is written as its class, as a hook registered for the class would do
+    conv.register_unstructure_hook_factory(lambda t: isinstance(t, type) and issubclass(t, cls), unstructure_hook)
 
 
 @functools.cache

@@ -531,7 +531,7 @@ def test_read_only_directory_leaves_the_document_intact(store: Store, monkeypatc
             def read_only(*args, **kwargs):
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-            monkeypatch.setattr(store_mod.tempfile, "mkstemp", read_only)
+            monkeypatch.setattr("tempfile.mkstemp", read_only)  # the store imports it where it writes
         with store.transaction("dev") as tx:
             with pytest.raises(StoreWriteError) as info:
                 tx.save(attrs.evolve(tx.env, name="v3"), audit_event=dict(EVENT))
@@ -728,12 +728,15 @@ def test_concurrent_processes_lose_no_update(store: Store, tmp_path: Path) -> No
 
 CRASH_SERVER = textwrap.dedent(
     """
-    import os, random, sys, attrs
+    import os, random, sys, tempfile, attrs
+    from greentic_core import codec
     from greentic_core.store import Store
 
     root, env_id = sys.argv[1], sys.argv[2]
     store = Store(root)
-    store.load(env_id)  # builds the codec's converters here, once, not in every forked worker
+    # builds the codec's converters and writing hooks here (and imports what a save imports), once,
+    # not in every forked worker
+    codec.dumps(store.load(env_id))
 
     def work() -> None:
         rnd = random.Random(os.getpid())

@@ -43,7 +43,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import socket
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -141,6 +140,8 @@ def _host() -> str:
     if name:
         return name
     try:
+        import socket  # here: only a writer names its host (~3 ms to import)
+
         return socket.gethostname() or "localhost"
     except OSError:
         return "localhost"
