@@ -12,6 +12,7 @@ may quote one in an observation detail or an error), as the operator scrubs its 
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import threading
@@ -217,8 +218,7 @@ class Backend:
             # Operator.observe without its own load: the view has the document (2 MB for 1,000
             # revisions, as long to decode as the provider takes to answer)
             env = self.view(env_id).env
-            operator = self.operator()
-            seen = operator.bind(env).observe(env)
+            seen = _bind_for_reading(self.operator(), env).observe(env)
             result: dict[str, Any] = {
                 "ok": True, "error": None,
                 "revisions": {k: {"present": v.present, "serving": v.serving, "ready_replicas": v.ready_replicas,
@@ -526,6 +526,15 @@ class Backend:
         seen = self.observation(env_id)
         return json.dumps([seen.get("ok"), seen.get("error"), seen.get("revisions"), seen.get("deployments")],
                           sort_keys=True, default=str)
+
+
+def _bind_for_reading(operator: Operator, env: Any) -> Any:
+    """``operator.bind(env, change=False)``: bound to read only (a provider with host-local
+    state on a shared store refuses changes from other hosts, never reads); a core without the
+    ``change`` argument binds for reading anyway."""
+    if "change" in inspect.signature(operator.bind).parameters:
+        return operator.bind(env, change=False)
+    return operator.bind(env)
 
 
 def _legacy_rollouts(store: Any, env_id: str) -> Path | None:
