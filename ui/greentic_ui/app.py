@@ -266,7 +266,8 @@ def _env_context(app: web.Application, env_id: str, lifecycle: str, shown: int |
     more = shown is not None and len(matching) > shown
     choices = ([("routed", view.routed)] if view.routed else []) + [
         (name, view.counts[name]) for name in sorted(view.counts, key=lambda n: LIFECYCLE_RANK.get(n, 7))]
-    shows = json.dumps([[view.by_id[rid] for rid in ids], observed, choices, len(matching), len(view.revisions)],
+    shows = json.dumps([[view.by_id[rid] for rid in ids], [view.colours.get(rid) for rid in ids], observed, choices,
+                        len(matching), len(view.revisions)],
                        sort_keys=True, default=str)  # a change elsewhere in the document keeps this page of rows
     table = fragments.get(
         ("revisions", env_id, lifecycle, shown, allow, shows),
