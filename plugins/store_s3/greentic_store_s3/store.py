@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
 import json
 import secrets
 import threading
@@ -112,6 +113,9 @@ class S3Store(LeasedStore):
         #: env_id -> the last lease record (and ETag) this process wrote or read: the next
         #: transaction tries to replace it without reading it first
         self._lease_seen: dict[str, tuple[dict[str, Any], str]] = {}
+        #: (env_id, token) -> digest of the runtime-config known to be published under that lease
+        #: (from the released record it replaced, then from its own writes; named at release)
+        self._published: dict[tuple[str, int], str | None] = {}
         #: env_id -> the document as this process last read or wrote it (used only when the lease
         #: record proves it current, see _read_under_lease)
         self._docs: dict[str, Stored] = {}
@@ -287,11 +291,11 @@ class S3Store(LeasedStore):
             self._delete(self._key(env_id, "pending-audit.json"))
 
     def _after_commit(self, env_id: str, runtime_config: bytes | None, record: dict[str, Any],
-                      max_backups: int | None, backed_up: int | None = None) -> None:
-        """After the document's commit, under the lease: the runtime-config, the audit object,
-        and every PRUNE_EVERY saves the backups that fell out of the newest ``max_backups``, in
-        one DeleteObjects (not one DELETE a save)."""
-        self._set_runtime_config(env_id, runtime_config)
+                      max_backups: int | None, backed_up: int | None = None, lease: LeaseInfo | None = None) -> None:
+        """After the document's commit, under the lease: the runtime-config (unless it is known
+        to be published already), the audit object, and every PRUNE_EVERY saves the backups that
+        fell out of the newest ``max_backups``, in one DeleteObjects (not one DELETE a save)."""
+        self._publish(env_id, lease, runtime_config)
         self._put(self._audit_key(env_id, record), _json(record))
         if max_backups is None or backed_up is None or (backed_up + 1) % PRUNE_EVERY:
             return
@@ -325,7 +329,7 @@ class S3Store(LeasedStore):
             self._docs[env_id] = Stored(data, generation, etag)
             self._lease_doc[(env_id, lease.token)] = etag
             self._after_commit(env_id, runtime_config, record, max_backups,
-                               backed_up=expected.generation if max_backups > 0 else None)
+                               backed_up=expected.generation if max_backups > 0 else None, lease=lease)
             self._forget_pending(env_id, lease)
             return etag
 
@@ -392,6 +396,21 @@ class S3Store(LeasedStore):
         return self._key(env_id, f"audit/{int(record['generation_after']):012d}-{time.time_ns():020d}-"
                                  f"{secrets.token_hex(4)}.json")
 
+    def _publish(self, env_id: str, lease: LeaseInfo | None, data: bytes | None) -> None:
+        """Publish the runtime-config, skipping the write when the lease record this lease
+        replaced (or this lease itself) says that exact one is published: every write of it
+        happens under the lease and is named by the release, ``store migrate --force`` drops
+        the name, and a record taken over from a dead or broken holder names nothing."""
+        key = (env_id, lease.token) if lease is not None else None
+        wanted = _digest(data)
+        if key is not None and self._published.get(key) == wanted:
+            return
+        if key is not None:
+            self._published[key] = None  # unknown until the write succeeded
+        self._set_runtime_config(env_id, data)
+        if key is not None:
+            self._published[key] = wanted
+
     def _set_runtime_config(self, env_id: str, data: bytes | None) -> None:
         if data is None:
             self._delete(self._key(env_id, "runtime-config.json"))
@@ -414,7 +433,7 @@ class S3Store(LeasedStore):
     def _write_runtime_config(self, env_id: str, lease: LeaseInfo, data: bytes | None) -> None:
         with self._errors("publish the runtime-config to"):
             self._fence(env_id, lease)
-            self._set_runtime_config(env_id, data)
+            self._publish(env_id, lease, data)
 
     # ----------------------------------------------------------------- transactions: what is known
 
@@ -438,6 +457,8 @@ class S3Store(LeasedStore):
         --force`` rewrites it too, so a released record still in place means the document is
         the one it names. Else it is read."""
         previous = self._previous.pop((env_id, lease.token), None)
+        if previous is not None and previous.get("released") and previous.get("published"):
+            self._published[(env_id, lease.token)] = previous["published"]
         known = self._docs.get(env_id)
         if (known is not None and previous is not None and previous.get("released")
                 and previous.get("document") == known.version):
@@ -513,12 +534,13 @@ class S3Store(LeasedStore):
         self._previous.pop(key, None)
         self._first.pop(key, None)
         document = self._lease_doc.pop(key, None)
+        published = self._published.pop(key, None)
         with self._errors("release the lease in"), self._lease_lock:
             held = self._held.pop(key, None)
             if held is None:
                 return
             # a pending event not yet in the log stays for the next holder to recover
-            record = {**held[0], "released": True, "document": document}
+            record = {**held[0], "released": True, "document": document, "published": published}
             try:  # unchanged since we wrote it: released without reading it first
                 etag = self._put(self._key(lease.env_id, "lease.json"), _json(record), if_match=held[1])
             except _Precondition:
@@ -583,7 +605,7 @@ class S3Store(LeasedStore):
             current = self._lease_record(env_id)
             if current is not None:
                 self._put(self._key(env_id, "lease.json"),
-                          _json({k: v for k, v in current[0].items() if k != "document"}))
+                          _json({k: v for k, v in current[0].items() if k not in ("document", "published")}))
             self._docs.pop(env_id, None)
             self._lease_seen.pop(env_id, None)
 
@@ -601,6 +623,11 @@ class S3Store(LeasedStore):
             kept = [(g, key) for g, key in found if current is None or g < current]
             kept = kept[len(kept) - self.options.max_backups:] if self.options.max_backups > 0 else []
             return [(g, self._get(key)[0]) for g, key in kept]
+
+
+def _digest(data: bytes | None) -> str:
+    """What a released lease record says about the published runtime-config."""
+    return "none" if data is None else "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _json(value: Any) -> bytes:

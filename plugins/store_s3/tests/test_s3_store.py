@@ -125,7 +125,7 @@ def sent_requests(s: S3Store) -> list[str]:
     return sent
 
 
-def test_a_save_in_a_process_that_released_the_lease_last_sends_seven_requests(s3_url: str) -> None:
+def test_a_save_in_a_process_that_released_the_lease_last_sends_six_or_seven_requests(s3_url: str) -> None:
     s = store(s3_url)
     s.create(env_doc(), audit_event=dict(EVENT))
     with s.transaction("dev") as tx:
@@ -139,7 +139,7 @@ def test_a_save_in_a_process_that_released_the_lease_last_sends_seven_requests(s
         "PutObject lease.json",        # fencing + the pending audit event, If-Match: no read first
         "PutObject backups",           # the document being replaced
         "PutObject environment.json",  # compare-and-swap, If-Match on the loaded ETag
-        "DeleteObject runtime-config.json",  # nothing is live in this document
+        # (no runtime-config: the released record says none is published, and none is wanted)
         "PutObject audit",
         "PutObject lease.json"]        # release, naming the document's ETag
     assert store(s3_url).load("dev").name == "second"
@@ -184,3 +184,31 @@ def test_old_backups_are_deleted_in_batches_and_only_the_newest_are_shown(s3_url
             assert len(stored) <= 2 + PRUNE_EVERY  # bounded, if by a little more than max_backups
     assert [g for g, _ in s.backups("dev")] == [PRUNE_EVERY + 2, PRUNE_EVERY + 3]
     assert len(s._keys(s._key("dev", "backups/"))) < PRUNE_EVERY + 3  # the batch delete ran
+
+
+def test_the_runtime_config_is_written_only_when_it_differs_from_the_one_the_release_named(
+        s3_url: str) -> None:
+    from greentic_conformance.store_suite.test_store_contract import upstream
+
+    live = upstream("upstream-example.json", "dev")  # revisions with weight: a runtime-config
+    s = store(s3_url)
+    s.create(live, audit_event=dict(EVENT))
+    with s.transaction("dev") as tx:  # the first lease names nothing: written
+        tx.save(live, audit_event=dict(EVENT))
+    published = s._read_runtime_config("dev")
+    assert published is not None
+    other = store(s3_url)  # another process
+    sent = sent_requests(other)
+    with other.transaction("dev") as tx:  # the same config: not written again
+        tx.save(attrs.evolve(live, name="renamed"), audit_event=dict(EVENT))
+    assert not any("runtime-config" in line for line in sent) and len(sent) == 8  # 6 + the lease's and document's GETs
+    with other.transaction("dev") as tx:  # nothing live any more: removed
+        tx.save(attrs.evolve(env_doc("dev"), host_config=live.host_config), audit_event=dict(EVENT))
+    assert s.load_runtime_config("dev") is None and "DeleteObject runtime-config.json" in sent
+    # store migrate --force puts a runtime-config back without the lease: the next save that
+    # wants none removes it again (the import made the released record name nothing)
+    s.import_snapshot(attrs.evolve(s.export("dev"), runtime_config=published), replace=True)
+    assert s._read_runtime_config("dev") == published
+    with other.transaction("dev") as tx:
+        tx.save(tx.env, audit_event=dict(EVENT))
+    assert s._read_runtime_config("dev") is None
