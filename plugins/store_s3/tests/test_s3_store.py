@@ -6,10 +6,12 @@ core's tests/test_store_contract.py."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import attrs
 import pytest
 
+from greentic_core import Workload, lifecycle, mint_revision_id, traffic
 from greentic_core.errors import StoreError
 from greentic_core.spec import Environment, HostConfig
 from greentic_core.store import StoreOptions, open_store
@@ -20,6 +22,18 @@ EVENT = {"actor": "test", "command": "pytest", "verb": "save", "outcome": "ok"}
 
 def env_doc(name: str = "dev") -> Environment:
     return Environment(environment_id="dev", name=name, host_config=HostConfig(env_id="dev"), packs=())
+
+
+def live_env() -> Environment:
+    """``dev`` with one ready revision taking all the traffic (through the core's engines)."""
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    env, deployment = lifecycle.add_deployment(env_doc(), "shop", now=now)
+    staged = lifecycle.stage_revision(env, deployment.deployment_id, revision_id=mint_revision_id(),
+                                      workload=Workload(command="true"), now=now)
+    rid = staged.revision.revision_id
+    env = lifecycle.warm_revision(staged.env, rid, now=now).env
+    return traffic.set_traffic_split(env, deployment.deployment_id, [(rid, 10000)], idempotency_key="k",
+                                     updated_by="operator://test/pytest", now=now).env
 
 
 def store(url: str) -> S3Store:
@@ -188,9 +202,7 @@ def test_old_backups_are_deleted_in_batches_and_only_the_newest_are_shown(s3_url
 
 def test_the_runtime_config_is_written_only_when_it_differs_from_the_one_the_release_named(
         s3_url: str) -> None:
-    from greentic_conformance.store_suite.test_store_contract import upstream
-
-    live = upstream("upstream-example.json", "dev")  # revisions with weight: a runtime-config
+    live = live_env()  # a revision with weight: a runtime-config
     s = store(s3_url)
     s.create(live, audit_event=dict(EVENT))
     with s.transaction("dev") as tx:  # the first lease names nothing: written
