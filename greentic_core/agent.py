@@ -124,7 +124,7 @@ def claim_free(claim: Mapping[str, Any] | None, *, me: Mapping[str, Any], now: d
 @attrs.define
 class EnvReport:
     env_id: str
-    status: str = "ok"  # ok | standby | backoff | failed | gone
+    status: str = "ok"  # ok | standby | elsewhere | backoff | failed | gone
     repairs: list[dict[str, Any]] = attrs.field(factory=list)
     rollouts: list[dict[str, Any]] = attrs.field(factory=list)
     detached: dict[str, Any] | None = None
@@ -239,9 +239,29 @@ class Agent:
             except GreenticError:
                 continue
 
+    def _elsewhere(self, op: Any, env_id: str) -> str | None:
+        """Why another host's agent must act on ``env_id`` (its provider keeps host-local state
+        that runs there, :mod:`greentic_core.host_state`), or None. Checked before claiming, so
+        an agent on the wrong host never holds the claim the right host's agent needs."""
+        from . import host_state
+
+        env = self.store.load(env_id)
+        bound = op.bind(env, change=False)
+        if not host_state.applies(self.store, bound):
+            return None
+        owner = host_state.recorded(self.store, env_id)
+        if owner is None or owner["host"] == host_state.this_host():
+            return None
+        return f"its {bound.name} state runs on host {owner['host']}: the agent there acts on it"
+
     def pass_env(self, env_id: str) -> EnvReport:
         report = EnvReport(env_id=env_id)
+        op = self.make_operator()
         try:
+            elsewhere = self._elsewhere(op, env_id)
+            if elsewhere is not None:
+                report.status, report.error = "elsewhere", elsewhere
+                return report
             record = self._claim(env_id)
         except GreenticError as exc:
             if type(exc).__name__ == "EnvironmentNotFound":
@@ -257,7 +277,6 @@ class Agent:
         if backoff_until and parse_timestamp(backoff_until) > now:
             report.status = "backoff"
             return report
-        op = self.make_operator()
         try:
             self._repair(op, env_id, record, report)
             self._rollouts(op, env_id, report)
@@ -315,7 +334,7 @@ class Agent:
                 action["outcome"] = "ok"
             report.repairs.append(action)
             self._emit(op, env_id, "agent.repair", action)
-        bound = op.bind(env)
+        bound = op.bind(env, change=False)
         if bound.descriptor.capabilities.observes_weights:
             for split in env.traffic_splits:
                 recorded = {e.revision_id: e.weight_bps for e in split.entries if e.weight_bps > 0}

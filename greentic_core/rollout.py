@@ -337,7 +337,7 @@ class AnalysisResult:
 def read_metrics(op: Operator, env_id: str) -> dict[str, dict[str, Any]] | None:
     """The provider's cumulative per-revision counters, or None when it has none."""
     env = op.store.load(env_id)
-    bound = op.bind(env)
+    bound = op.bind(env, change=False)
     try:
         return bound.metrics(env)
     except DeployerError as exc:
@@ -434,7 +434,7 @@ def measure(op: Operator, env_id: str, state: RolloutState, analysis: Analysis,
     try:
         observation = op.observe(env_id)
         env = op.store.load(env_id)
-        bound = op.bind(env)
+        bound = op.bind(env, change=False)
         observes = bound.descriptor.capabilities.observes_weights
         try:
             totals = _window_totals(op, env, bound, state, analysis)

@@ -112,3 +112,17 @@ def test_greentic_hostname_names_this_host_in_leases(shared: Backend) -> None:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+def test_an_agent_on_another_host_leaves_the_environment_to_the_host_that_runs_it(shared: Backend) -> None:
+    _environment(shared, "host-a")
+    ok(on(shared, "host-a", "--json", "revision", "stage", "dev", "shop", "--command", "true"))
+    elsewhere = on(shared, "host-b", "--json", "agent", "dev", "--once")
+    assert elsewhere.returncode == 0, elsewhere.stdout + elsewhere.stderr
+    report = json.loads(elsewhere.stdout)["pass"]["environments"][0]
+    assert report["status"] == "elsewhere" and "host host-a" in report["error"]
+    assert shared.store().read_attachment("dev", "agent.json") is None  # it claimed nothing
+    here = ok(on(shared, "host-a", "--json", "agent", "dev", "--once"))
+    assert here["pass"]["environments"][0]["status"] == "ok"
+    record = json.loads(shared.store().read_attachment("dev", "agent.json"))
+    assert record["last_good_pass_at"] and record["claim"] is None  # it passed, then released its claim

@@ -211,12 +211,13 @@ DETACHED_ATTACHMENT = "desired/detached.json"
 
 def attachment_names(document: bytes) -> tuple[str, ...]:
     """The attachments an export copies for an environment whose document is ``document``:
-    :data:`ATTACHMENTS`, the detached apply and each deployment's rollout state
+    :data:`ATTACHMENTS`, the detached apply, the host that runs a host-local provider's state
+    and each deployment's rollout state
     (``rollouts/<deployment_id>.json``). The agent's claim (``agent.json``) stays behind: it
     names a holder of the source store."""
     import json
 
-    names = [*ATTACHMENTS, DETACHED_ATTACHMENT]
+    names = [*ATTACHMENTS, DETACHED_ATTACHMENT, "state-host.json"]  # + the host that runs it (host_state)
     try:
         bundles = json.loads(document).get("bundles") or []
     except (ValueError, AttributeError):
