@@ -26,7 +26,7 @@ def register(cli: click.Group) -> None:
     @click.option("--metrics-token-file", type=click.Path(dir_okay=False, exists=True),
                   help="/metrics then needs `Authorization: Bearer <the file's content>` (required off loopback).")
     @click.option("--max-attempts", type=click.IntRange(min=1), default=5, show_default=True,
-                  help="Repairs of a revision before it is given up (recorded failed).")
+                  help="Passes in a row that find a revision not serving (each repairs it) before it is given up.")
     @click.option("--claim-ttl", type=click.FloatRange(min=1), default=None,
                   help="Seconds an agent's claim on an environment lasts without a pass (default: 3 intervals, "
                        "at least 30).")
