@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from greentic_core import DeployerError, InvalidRoute
 from greentic_core.routes import HOSTNAME_PATTERN, PATH_PATTERN, host_problem, path_prefix_problem, route_problems
-from test_cli import Deployer, gd, plugin_site, shop  # noqa: F401  (fixtures)
+from test_cli import Deployer, backend_name, gd, plugin_site, shop  # noqa: F401  (fixtures)
 
 HOSTILE_HOSTS = [
     ("Shop.Example.com", "upper-case"),
