@@ -299,8 +299,10 @@ def _has_rollout(lc: LocalCli) -> bool:
 
 def test_two_agents_and_a_sigkill_carry_a_healthy_detached_canary_to_the_end_once(lc: LocalCli) -> None:
     stable_env = _baseline(lc)
-    path = _canary_file(lc, "v2", error_rate=0.0, stable_env=stable_env, pause=3.0)
+    # pauses of 16 s: the two agents share the environment for more than 30 s
+    path = _canary_file(lc, "v2", error_rate=0.0, stable_env=stable_env, pause=16.0)
     lc.json("apply", "--detach", "-f", str(path), "dev")
+    started = time.monotonic()
     load = Load(lc)
     try:
         first = start_agent(lc)
@@ -318,6 +320,7 @@ def test_two_agents_and_a_sigkill_carry_a_healthy_detached_canary_to_the_end_onc
                  and _detached_status(lc) == "done", 60, "the detached apply to retire v1")
     finally:
         load.close()
+    assert time.monotonic() - started > 30
     doc = lc.json("rollout", "status", "dev", "web")["rollout"]
     v2 = doc["target"][0][0]
     assert doc["current_split"] == [[v2, 10000]]
