@@ -49,6 +49,8 @@ def register(cli: click.Group) -> None:
 
 
 def _run_agent(obj, env_ids, *, interval, once, listen, token_file, max_attempts, claim_ttl) -> None:
+    import json
+    import os
     import signal
 
     from .. import agent as agent_mod
@@ -70,7 +72,7 @@ def _run_agent(obj, env_ids, *, interval, once, listen, token_file, max_attempts
     for env_id in env_ids:
         store.load(env_id)  # an unknown environment is refused now, with the store's error
     actor = agent_mod.agent_actor()
-    command = f"{_command_line()} (pid {__import__('os').getpid()})"  # tells two agents on one host apart
+    command = f"{_command_line()} (pid {os.getpid()})"  # tells two agents on one host apart
 
     def make_operator():
         return Operator(store, obj.registry(), actor=actor, command=command)
@@ -86,7 +88,7 @@ def _run_agent(obj, env_ids, *, interval, once, listen, token_file, max_attempts
 
     def on_pass(report) -> None:
         if obj.json_mode and not once:
-            click.echo(__import__("json").dumps({"pass": report.to_json()}))
+            click.echo(json.dumps({"pass": report.to_json()}))
         elif not once:
             for env in report.environments:
                 if env.status != "ok" or env.repairs or env.rollouts or env.detached:

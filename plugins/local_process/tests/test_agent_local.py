@@ -292,7 +292,9 @@ def test_a_detached_failing_canary_is_aborted_by_the_agent(lc: LocalCli) -> None
 
 
 def _has_rollout(lc: LocalCli) -> bool:
-    result = lc.runner.invoke(__import__("greentic_core.cli", fromlist=["cli"]).cli,
+    from greentic_core.cli import cli
+
+    result = lc.runner.invoke(cli,
                               ["--home", str(lc.home), "--json", "rollout", "status", "dev", "web"], env=lc.env)
     return result.exit_code == 0
 
