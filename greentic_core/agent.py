@@ -532,14 +532,8 @@ def systemd_unit(env_ids: Iterable[str], *, interval: float, home: str | None = 
         "TimeoutStopSec=300",
         "UMask=0077",
     ]
-    if home:
-        lines.append(f"Environment=GREENTIC_HOME={home}")
-    if store_url:
-        from .store.select import redact_url
+    from .store.select import unit_environment
 
-        shown = redact_url(store_url)
-        if shown != store_url:
-            lines.append("# the store's password is not printed: give it in an EnvironmentFile= (0600)")
-        lines.append(f"Environment=GREENTIC_STORE={shown}")
+    lines += unit_environment(home, store_url)
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)

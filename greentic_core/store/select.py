@@ -36,6 +36,20 @@ class InvalidStoreUrl(StoreError):
     exit_code = 2
 
 
+def unit_environment(home: str | None, store_url: str | None) -> list[str]:
+    """The ``Environment=`` lines of a systemd unit that runs greentic for ``home`` / ``store_url``:
+    the store URL with its password replaced by ``***`` (and a comment saying where it goes)."""
+    lines = []
+    if home:
+        lines.append(f"Environment=GREENTIC_HOME={home}")
+    if store_url:
+        shown = redact_url(store_url)
+        if shown != store_url:
+            lines.append("# the store's password is not printed: give it in an EnvironmentFile= (0600)")
+        lines.append(f"Environment=GREENTIC_STORE={shown}")
+    return lines
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password and any secret-looking query value replaced by ``***``."""
     try:

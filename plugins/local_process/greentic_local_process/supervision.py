@@ -154,14 +154,8 @@ def systemd_unit(env_id: str, root: Path, *, home: str | None = None, store_url:
         "UMask=0077",
         f"WorkingDirectory={root}",
     ]
-    if home:
-        lines.append(f"Environment=GREENTIC_HOME={home}")
-    if store_url:
-        from greentic_core.store.select import redact_url
+    from greentic_core.store.select import unit_environment
 
-        shown = redact_url(store_url)
-        if shown != store_url:
-            lines.append("# the store's password is not printed: give it in an EnvironmentFile= (0600)")
-        lines.append(f"Environment=GREENTIC_STORE={shown}")
+    lines += unit_environment(home, store_url)
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
