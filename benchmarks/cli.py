@@ -7,7 +7,8 @@ interpreter's environment) against a throw-away ``GREENTIC_HOME`` holding one lo
 environment with one deployment and two revisions. The baseline is an interpreter that imports
 the plugin library and nothing else. All commands are interleaved round by round (so a burst of
 load on a shared machine hits them all alike) after one warm-up round that fills the plugin
-discovery cache; each figure is the median of ``--runs`` (default 9) and the ratio is against
+discovery cache and writes the bytecode of every module the commands import (as ``pip install``
+does; ``PYTHONDONTWRITEBYTECODE`` is ignored here); each figure is the median of ``--runs`` (default 9) and the ratio is against
 the baseline's median from the same run.
 
 Goals: read commands at most 3x the baseline; the core's own work in a mutating command (its
@@ -68,6 +69,11 @@ def measure(runs: int) -> dict:
     home = Path(tempfile.mkdtemp(prefix="greentic-bench-cli-"))
     env = {**os.environ, "GREENTIC_HOME": str(home), "GREENTIC_CACHE_DIR": str(home / "cache")}
     env.pop("GREENTIC_STORE", None)
+    # An installed package runs from compiled bytecode (pip compiles it at install time); with
+    # PYTHONDONTWRITEBYTECODE set, every module edited since its .pyc was written would be
+    # compiled from source in every measured process (about 3 ms per module), so the warm-up
+    # round writes them.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     g = [str(BIN)]
     app = f"{sys.executable} -m greentic_local_process.sample_app"
     _run(g + ["env", "init", "dev", "--deployer", PLUGIN, "--listen", f"127.0.0.1:{_free_port()}"], env)

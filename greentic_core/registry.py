@@ -17,8 +17,8 @@ path and its value the (small) module carrying the hook implementations.
 
 from __future__ import annotations
 
-import difflib
 import os
+import re
 import sys
 import importlib
 from pathlib import Path
@@ -26,8 +26,6 @@ from typing import Any, Iterable
 
 import attrs
 import pluggy
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import Version
 
 from . import __version__ as CORE_VERSION
 from . import hookspecs
@@ -117,16 +115,71 @@ def _split_names(value: str | None) -> set[str]:
 # --------------------------------------------------------------------------- the registry
 
 
-def caret_compatible(pinned: str, installed: str) -> bool:
-    """``^pinned`` semantics: same major (same minor while major is 0) and not older."""
-    import semver
+def _release(version: str) -> tuple[int, int, int]:
+    """MAJOR.MINOR.PATCH of a SemVer string (checked with semver.org's expression)."""
+    from .ids import _SEMVER
 
-    p, i = semver.Version.parse(pinned), semver.Version.parse(installed)
-    if i < p.replace(prerelease=None, build=None) and not (i.major == p.major and i.minor == p.minor and i.patch == p.patch):
+    match = _SEMVER.fullmatch(version)
+    if match is None:
+        raise ValueError(f"{version!r} is not valid SemVer")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def caret_compatible(pinned: str, installed: str) -> bool:
+    """``^pinned`` semantics: same major (same minor while major is 0) and not older.
+
+    Only the release numbers take part: a pre-release of the pinned release is compatible with
+    it, as a pin names a release line. (The semver library would cost a command ~4 ms to import
+    for this comparison; ``tests/test_registry.py`` checks the two agree.)"""
+    p, i = _release(pinned), _release(installed)
+    if i < p or p[0] != i[0]:
         return False
-    if p.major != i.major:
-        return False
-    return p.major != 0 or p.minor == i.minor
+    return p[0] != 0 or p[1] == i[1]
+
+
+# ``>=0.1,<0.2``: what every shipped plugin declares. A specifier made only of these clauses
+# over plain release numbers is decided here; anything else goes to ``packaging`` (~6 ms to
+# import on every command that binds a deployer).
+_SIMPLE_CLAUSE = re.compile(r"\s*(>=|<=|==|!=|<|>)\s*(\d{1,9}(?:\.\d{1,9}){0,3})\s*", re.ASCII)
+_PLAIN_RELEASE = re.compile(r"\d{1,9}(?:\.\d{1,9}){0,3}", re.ASCII)
+
+
+def _simple_contains(specifier: str, version: str) -> bool | None:
+    """Whether ``version`` satisfies ``specifier`` under PEP 440, when both are simple enough to
+    decide without ``packaging`` (comparison clauses over plain release numbers, a plain
+    release); ``None`` when ``packaging`` must decide."""
+    if not isinstance(specifier, str) or not _PLAIN_RELEASE.fullmatch(version) or not specifier.strip():
+        return None
+    have = tuple(int(part) for part in version.split("."))
+    clauses = [_SIMPLE_CLAUSE.fullmatch(clause) for clause in specifier.split(",")]
+    if None in clauses:  # every clause is read before any is decided: one bad clause is an error
+        return None
+    for match in clauses:
+        op, bound = match.group(1), tuple(int(part) for part in match.group(2).split("."))
+        width = max(len(have), len(bound))  # PEP 440 pads release segments with zeros
+        left, right = have + (0,) * (width - len(have)), bound + (0,) * (width - len(bound))
+        if not {">=": left >= right, "<=": left <= right, "==": left == right, "!=": left != right,
+                "<": left < right, ">": left > right}[op]:
+            return False
+    return True
+
+
+def core_requirement_met(specifier: str, version: str) -> bool:
+    """``version`` within the PEP 440 ``specifier`` (pre-releases included); ValueError if the
+    specifier is not PEP 440."""
+    decided = _simple_contains(specifier, version)
+    if decided is not None:
+        return decided
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import Version
+
+    if not isinstance(specifier, str):
+        raise ValueError(f"a specifier is a string, not {type(specifier).__name__}")
+    try:
+        spec_set = SpecifierSet(specifier)
+    except InvalidSpecifier as exc:
+        raise ValueError(str(exc)) from None
+    return spec_set.contains(Version(version), prereleases=True)
 
 
 class Registry:
@@ -257,6 +310,8 @@ class Registry:
         )
         if unknown or unmarked:
             bad = (unknown or unmarked)[0]
+            import difflib
+
             close = difflib.get_close_matches(bad, sorted(SPEC_NAMES), n=1)
             what = "matches no hook spec" if unknown else "is not marked with @hookimpl"
             return INVALID, f"{bad} {what}" + (f" (did you mean {close[0]}?)" if close and close[0] != bad else ""), \
@@ -282,10 +337,10 @@ class Registry:
         except Exception as exc:
             return INVALID, f"descriptor is malformed: {_one_line(exc)}", None
         try:
-            spec_set = SpecifierSet(descriptor.requires_core)
-        except InvalidSpecifier:
+            core_ok = core_requirement_met(descriptor.requires_core, CORE_VERSION)
+        except (ValueError, TypeError):
             return INVALID, f"requires_core {descriptor.requires_core!r} is not a PEP 440 specifier", None
-        if not spec_set.contains(Version(CORE_VERSION), prereleases=True):
+        if not core_ok:
             return INCOMPATIBLE, f"requires greentic-core {descriptor.requires_core}, running {CORE_VERSION}", \
                 f"install a version of {record.distribution} that supports greentic-core {CORE_VERSION}"
         if not isinstance(descriptor.answers_schema, dict):
@@ -360,6 +415,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _install_hint(name: str, installed: list[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, installed, n=1)
     if close:
         return f"did you mean {close[0]}? (`greentic-deployer plugins list` shows what is installed)"

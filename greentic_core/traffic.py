@@ -41,7 +41,6 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -471,7 +470,7 @@ def _parse_weight(rid: str, text: str) -> int:
                 revision_id=rid,
                 value=text,
             )
-        return int(Decimal(f"{match.group(1)}.{fraction or '0'}") * 100)
+        return int(match.group(1)) * 100 + int(fraction.ljust(2, "0"))  # exact: at most two decimals
     raise InvalidWeights(
         f"weight {text!r} of {rid} is not basis points (9000, 9000bps) or a percentage (90%, 12.5%)",
         hint="write REV=WEIGHT pairs, e.g. REV_A=9000,REV_B=10%",

@@ -680,3 +680,72 @@ def test_cli_with_no_plugins_says_how_to_install_one(tmp_path):
 def test_deployer_error_is_the_base_of_contract_errors():
     for cls in (RevisionNotFound, SplitNotFound, InvalidSplit, InvalidAnswers, ProviderError):
         assert issubclass(cls, DeployerError)
+
+
+# --------------------------------------------------------------------------- version checks
+# The registry decides the version pin and ``requires_core`` without importing semver or
+# packaging (start-up time); these properties hold it to what those libraries decide.
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+_NUMBER = st.sampled_from(["0", "1", "2", "3", "10", "01"]) | st.integers(0, 30).map(str)
+_IDENT = st.sampled_from(["alpha", "rc", "1", "0", "x-y", "01"])
+_SEMVERISH = st.builds(
+    lambda major, minor, patch, pre, build: f"{major}.{minor}.{patch}" + (f"-{pre}" if pre else "") + (f"+{build}" if build else ""),
+    _NUMBER, _NUMBER, _NUMBER, st.none() | st.lists(_IDENT, min_size=1, max_size=2).map(".".join),
+    st.none() | st.sampled_from(["b1", "build.5"]),
+) | st.text(alphabet="0123456789.-+ab", max_size=12)
+
+
+def _semver_caret(pinned: str, installed: str) -> bool:
+    """The check as it was written with the semver library."""
+    import semver
+
+    p, i = semver.Version.parse(pinned), semver.Version.parse(installed)
+    if i < p.replace(prerelease=None, build=None) and not (i.major == p.major and i.minor == p.minor and i.patch == p.patch):
+        return False
+    if p.major != i.major:
+        return False
+    return p.major != 0 or p.minor == i.minor
+
+
+@given(_SEMVERISH, _SEMVERISH)
+def test_caret_compatible_agrees_with_the_semver_library(pinned, installed):
+    try:
+        expected = _semver_caret(pinned, installed)
+    except ValueError:
+        with pytest.raises(ValueError):
+            registry_module.caret_compatible(pinned, installed)
+        return
+    assert registry_module.caret_compatible(pinned, installed) is expected
+
+
+_VERSION = st.lists(st.integers(0, 12).map(str), min_size=1, max_size=4).map(".".join)
+_CLAUSE = st.builds(
+    lambda op, space, version: f"{op}{space}{version}",
+    st.sampled_from([">=", "<=", "==", "!=", "<", ">", "~=", "===", "=", ""]),
+    st.sampled_from(["", " ", "\t"]),
+    _VERSION | st.sampled_from(["0.1.*", "1.0rc1", "0.2.dev0", "1.0+local", "1.0.post1", "a"]),
+)
+_SPECIFIER = st.lists(_CLAUSE, max_size=3).map(",".join) | st.text(alphabet="<>=!~0123456789., *", max_size=12)
+
+
+@given(_SPECIFIER, _VERSION | st.sampled_from(["0.1.0", "0.2.0rc1", "1.0.post1", "0.1.0.dev1"]))
+def test_core_requirement_agrees_with_packaging(specifier, version):
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import Version
+
+    try:
+        expected = SpecifierSet(specifier).contains(Version(version), prereleases=True)
+    except InvalidSpecifier:
+        with pytest.raises(ValueError):
+            registry_module.core_requirement_met(specifier, version)
+        return
+    assert registry_module.core_requirement_met(specifier, version) is expected
+
+
+def test_the_shipped_plugins_requirement_is_decided_without_packaging():
+    """The form every shipped plugin declares takes the fast path (no packaging import)."""
+    assert registry_module._simple_contains(">=0.1,<0.2", "0.1.0") is True
+    assert registry_module._simple_contains(">=0.1,<0.2", "0.2.0") is False
+    assert registry_module._simple_contains("~=0.1", "0.1.0") is None
