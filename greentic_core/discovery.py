@@ -8,16 +8,17 @@ in a cache directory outside ``sys.path`` (writing inside it would change the ke
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
 GROUP = "greentic.deployers"
 CACHE_ENV = "GREENTIC_CACHE_DIR"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the key is the list of sys.path entries and mtimes, not their digest
+_PLAIN_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,100}", re.ASCII)
 
 
 class EntryPointInfo(NamedTuple):
@@ -37,16 +38,26 @@ def default_cache_dir() -> Path:
     return Path(base) / "greentic"
 
 
-def sys_path_fingerprint(paths: Iterable[str]) -> str:
-    """A key that changes when anything is installed or removed on ``sys.path``."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{GROUP}|{sys.version}".encode())
+def sys_path_fingerprint(paths: Iterable[str]) -> list:
+    """A key that changes when anything is installed or removed on ``sys.path``: every entry
+    with its mtime, kept as it is (JSON) and compared exactly, so no hash function (``hashlib``
+    costs ~3 ms to import) and no collision can hide a change."""
+    key: list = [CACHE_FORMAT, GROUP, sys.version]
     for entry in paths:
         try:
             mtime = os.stat(entry or ".").st_mtime_ns
         except OSError:
             mtime = -1
-        digest.update(f"\0{entry}\0{mtime}".encode())
-    return digest.hexdigest()
+        key.append([entry, mtime])
+    return key
+
+
+def _cache_name(group: str) -> str:
+    if _PLAIN_GROUP.fullmatch(group):
+        return f"entry-points-{group}.json"
+    import hashlib  # an unusual group name: a file name of its digest
+
+    return f"entry-points-{hashlib.sha256(group.encode()).hexdigest()[:12]}.json"
 
 
 def scan_entry_points(group: str = GROUP, paths: list[str] | None = None) -> list[EntryPointInfo]:
@@ -79,7 +90,7 @@ def discover(group: str = GROUP, *, use_cache: bool = True, cache_dir: Path | No
     if not use_cache:
         return scan_entry_points(group)
     key = sys_path_fingerprint(sys.path)
-    cache_file = (cache_dir or default_cache_dir()) / f"entry-points-{hashlib.sha256(group.encode()).hexdigest()[:12]}.json"
+    cache_file = (cache_dir or default_cache_dir()) / _cache_name(group)
     try:
         cached = json.loads(cache_file.read_text())
         if cached.get("key") == key:

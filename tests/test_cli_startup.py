@@ -161,12 +161,13 @@ def test_a_record_only_mutation_imports_neither_jsonschema_nor_rich(home):
 def test_a_record_only_mutation_checks_versions_without_semver_or_packaging(home):
     """The version pin and a plugin's ``requires_core`` of the common form are decided by the
     registry itself (tests/test_registry.py holds them to semver's and packaging's answers);
-    the host is named without ``socket``, a percentage read without ``decimal``."""
+    the host is named without ``socket``, a percentage read without ``decimal``, the save's temp file
+    made without ``tempfile`` and the discovery cache keyed without ``hashlib``."""
     listing = subprocess.run([sys.executable, "-m", "greentic_core", "--json", "revision", "list", "dev"], env=home[1],
                              capture_output=True, text=True, timeout=120, check=True).stdout
     ready = next(r["revision_id"] for r in json.loads(listing)["revisions"] if r["lifecycle"] == "ready")
     argv = ("traffic", "set", "dev", "shop", f"{ready}=100%", "--record-only")
     imported(home[1], *argv)  # the first run fills the discovery cache of this sys.path
     modules = imported(home[1], *argv)
-    assert loaded(modules, ("semver", "packaging", "socket", "decimal", "difflib")) == []
+    assert loaded(modules, ("semver", "packaging", "socket", "decimal", "difflib", "hashlib", "tempfile")) == []
     assert "greentic_core.registry" in modules  # it did bind the deployer

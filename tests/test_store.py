@@ -531,7 +531,7 @@ def test_read_only_directory_leaves_the_document_intact(store: Store, monkeypatc
             def read_only(*args, **kwargs):
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-            monkeypatch.setattr("tempfile.mkstemp", read_only)  # the store imports it where it writes
+            monkeypatch.setattr("greentic_core.store.file._create_temp", read_only)  # where the store makes its temp files
         with store.transaction("dev") as tx:
             with pytest.raises(StoreWriteError) as info:
                 tx.save(attrs.evolve(tx.env, name="v3"), audit_event=dict(EVENT))
