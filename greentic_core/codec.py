@@ -362,14 +362,33 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def structure(data: Any, cls: type[T]) -> T:
-    """Turn parsed JSON into a spec object, or raise one :class:`DecodeError` naming the path."""
-    import cattrs
+def _plain_structurer(cls: type) -> Any:
+    from . import plain_codec
 
+    return plain_codec.structurer_or_none(cls)
+
+
+def _plain_unstructurer(cls: type) -> Any:
+    from . import plain_codec
+
+    return plain_codec.unstructurer_or_none(cls)
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Turn parsed JSON into a spec object, or raise one :class:`DecodeError` naming the path.
+
+    The spec classes go through :mod:`greentic_core.plain_codec` (no cattrs to import);
+    anything else, and every document that fails there, through the cattrs converters,
+    the detailed one wording the error."""
+    plain = _plain_structurer(cls)
     try:
+        if plain is not None:
+            return plain(data)
         return _converter(False).structure(data, cls)
     except Exception:
         pass
+    import cattrs
+
     try:
         return _converter(True).structure(data, cls)
     except (cattrs.BaseValidationError, SpecError, ValueError, TypeError, KeyError) as exc:
@@ -379,6 +398,9 @@ def structure(data: Any, cls: type[T]) -> T:
 
 
 def unstructure(obj: Any) -> Any:
+    plain = _plain_unstructurer(type(obj))
+    if plain is not None:
+        return plain(obj)
     return _converter(False).unstructure(obj)
 
 

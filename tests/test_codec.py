@@ -490,3 +490,117 @@ def test_minted_ulids_are_canonical_time_ordered_and_strictly_increasing():
         assert ids.parse_ulid(value) == value and str(ULID.from_str(value)) == value  # the reference reads it back
         assert before <= ULID.from_str(value).milliseconds <= after
     assert len({value[10:] for value in minted}) == len(minted)  # the 80 random bits differ too
+
+
+# =========================================================================== the plain converters
+# codec.structure/unstructure take the spec classes through plain_codec (no cattrs import);
+# these hold that path to the cattrs converters' results, which stay the authority.
+
+
+def _cattrs_dumps(obj: Any) -> str:
+    return json.dumps(codec._converter(False).unstructure(obj), indent=2, ensure_ascii=False) + "\n"
+
+
+def _both_structure(data: Any, cls: type) -> tuple[Any, Any]:
+    """(plain result or its exception type, cattrs fast result or its exception type)."""
+    from greentic_core import plain_codec
+
+    results = []
+    for convert in (plain_codec.structurer(cls), lambda d: codec._converter(False).structure(d, cls)):
+        try:
+            results.append(convert(data))
+        except Exception as exc:  # compared below: both must refuse
+            results.append(Exception)
+    return results[0], results[1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(environments())
+def test_plain_converters_agree_with_cattrs_on_generated_environments(env):
+    from greentic_core import plain_codec
+
+    plain_doc = plain_codec.unstructurer(Environment)(env)
+    assert json.dumps(plain_doc, indent=2, ensure_ascii=False) + "\n" == _cattrs_dumps(env)
+    assert plain_doc == json.loads(_cattrs_dumps(env))
+    plain, reference = _both_structure(json.loads(_cattrs_dumps(env)), Environment)
+    assert plain == reference == env
+
+
+@pytest.mark.parametrize("name", ENV_FIXTURES)
+def test_plain_converters_agree_with_cattrs_on_the_fixtures(name):
+    data = json.loads(fixture_text(name))
+    plain, reference = _both_structure(data, Environment)
+    assert plain is not Exception and plain == reference
+    assert codec.dumps(plain) == _cattrs_dumps(reference)
+    config = materialize_runtime_config(plain)
+    assert codec.dumps(config) == _cattrs_dumps(config)
+    assert _both_structure(json.loads(codec.dumps(config)), RuntimeConfig)[0] == config
+
+
+def _every_mutation(node: Any, path: tuple = ()) -> Any:
+    """(path, value) pairs replacing or deleting each node of a document with wrong values."""
+    wrong = [KeyError, None, "x", 1, -1, 1.5, True, [], {}, ["x"], [{}], "2026-13-01T00:00:00Z"]
+    if path:
+        for value in wrong:
+            yield path, value
+    if isinstance(node, dict):
+        for key, item in node.items():
+            yield from _every_mutation(item, path + (key,))
+    elif isinstance(node, list) and node:
+        yield from _every_mutation(node[0], path + (0,))
+
+
+def _apply(doc: Any, path: tuple, value: Any) -> Any:
+    doc = json.loads(json.dumps(doc))
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize("name", ["upstream-example", "upstream-full"])
+def test_plain_converters_refuse_exactly_what_cattrs_refuses(name):
+    """Every node of the fixture, deleted or replaced by each wrong value in turn: the plain
+    structurer refuses the document exactly when the cattrs converter does, and otherwise
+    builds the same environment."""
+    doc = json.loads(fixture_text(name))
+    checked = refused = 0
+    for path, value in _every_mutation(doc):
+        plain, reference = _both_structure(_apply(doc, path, value), Environment)
+        assert (plain is Exception) == (reference is Exception), (path, value)
+        assert plain == reference, (path, value)
+        checked += 1
+        refused += reference is Exception
+    assert checked > 500 and 0 < refused < checked  # the mutations did reach both outcomes
+
+
+def test_a_bad_document_is_still_worded_by_the_detailed_converter():
+    err = decode_fails(_mutated(SEQ, "1"))
+    assert "expected a whole number, got str @ $.revisions[0].sequence" in str(err)
+
+
+def test_reading_an_environment_does_not_import_cattrs():
+    code = ("import sys; from pathlib import Path; from greentic_core import codec; "
+            f"env = codec.load_environment(Path({str(FIXTURES / 'upstream-full.json')!r}).read_text()); "
+            "codec.dump_environment(env); print('cattrs' in sys.modules)")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("workload", [
+    Workload(command="true"),  # a str where a tuple is declared: both write it as the declared type
+    Workload(command=["python3", "-m", "app"]),  # a list where a tuple is declared
+    Workload(command=None, env={"A": "1"}),
+    Workload(image="nginx:1", replicas=3),
+], ids=repr)
+def test_plain_unstructure_writes_loosely_typed_values_as_cattrs_does(workload):
+    from greentic_core import plain_codec
+
+    assert plain_codec.unstructurer(Workload)(workload) == codec._converter(False).unstructure(workload)

@@ -29,7 +29,7 @@ def live_env() -> Environment:
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     env, deployment = lifecycle.add_deployment(env_doc(), "shop", now=now)
     staged = lifecycle.stage_revision(env, deployment.deployment_id, revision_id=mint_revision_id(),
-                                      workload=Workload(command="true"), now=now)
+                                      workload=Workload(command=("true",)), now=now)
     rid = staged.revision.revision_id
     env = lifecycle.warm_revision(staged.env, rid, now=now).env
     return traffic.set_traffic_split(env, deployment.deployment_id, [(rid, 10000)], idempotency_key="k",
