@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from .spec import TrafficSplitEntry
+from .spec import TrafficSplitEntry, ValueRepr
 
 #: Verbs every deployer must implement; the registry reports a plugin missing one as invalid.
 REQUIRED_HOOKS = (
@@ -36,8 +36,8 @@ OPTIONAL_HOOKS = (
 )
 
 
-@attrs.frozen(kw_only=True)
-class Capabilities:
+@attrs.frozen(kw_only=True, repr=False)
+class Capabilities(ValueRepr):
     """What a deployer can enforce, so users and the conformance suite know what to expect.
 
     ``weight_resolution_bps``: the smallest weight step the provider enforces, in basis points
@@ -58,8 +58,8 @@ class Capabilities:
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen(kw_only=True)
-class DeployerDescriptor:
+@attrs.frozen(kw_only=True, repr=False)
+class DeployerDescriptor(ValueRepr):
     """Who a deployer is and what it supports; returned by ``greentic_deployer_descriptor``.
 
     ``path`` must equal the plugin's entry-point name (e.g. ``acme.deployer.nomad``).
@@ -85,28 +85,28 @@ class DeployerDescriptor:
         return frozenset(marked | set(self.secret_answers))
 
 
-@attrs.frozen(kw_only=True)
-class StageOutcome:
+@attrs.frozen(kw_only=True, repr=False)
+class StageOutcome(ValueRepr):
     detail: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen(kw_only=True)
-class WarmOutcome:
+@attrs.frozen(kw_only=True, repr=False)
+class WarmOutcome(ValueRepr):
     detail: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen(kw_only=True)
-class DrainOutcome:
+@attrs.frozen(kw_only=True, repr=False)
+class DrainOutcome(ValueRepr):
     detail: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen(kw_only=True)
-class ArchiveOutcome:
+@attrs.frozen(kw_only=True, repr=False)
+class ArchiveOutcome(ValueRepr):
     detail: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen(kw_only=True)
-class TrafficSplitOutcome:
+@attrs.frozen(kw_only=True, repr=False)
+class TrafficSplitOutcome(ValueRepr):
     """What ``greentic_apply_traffic_split`` enforced.
 
     ``applied_deployment_id`` must equal the requested deployment and ``applied_entries`` the
@@ -122,8 +122,8 @@ class TrafficSplitOutcome:
     detail: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen(kw_only=True)
-class RevisionObservation:
+@attrs.frozen(kw_only=True, repr=False)
+class RevisionObservation(ValueRepr):
     """What the provider really has for one revision."""
 
     revision_id: str
@@ -136,8 +136,8 @@ class RevisionObservation:
     restarts: Mapping[str, Any] | None = None
 
 
-@attrs.frozen(kw_only=True)
-class DeploymentObservation:
+@attrs.frozen(kw_only=True, repr=False)
+class DeploymentObservation(ValueRepr):
     """The weights the provider really enforces for one deployment, in basis points."""
 
     deployment_id: str
@@ -146,8 +146,8 @@ class DeploymentObservation:
     detail: str = ""
 
 
-@attrs.frozen(kw_only=True)
-class Observation:
+@attrs.frozen(kw_only=True, repr=False)
+class Observation(ValueRepr):
     """Returned by ``greentic_observe``: provider truth, independent of what verbs returned.
 
     Revisions the provider knows nothing about may be absent from ``revisions`` (read as not
@@ -173,8 +173,8 @@ class CheckStatus(str, enum.Enum):
     SKIP = "skip"
 
 
-@attrs.frozen(kw_only=True)
-class PreflightCheck:
+@attrs.frozen(kw_only=True, repr=False)
+class PreflightCheck(ValueRepr):
     """One named check of ``greentic_preflight`` (shown by ``env doctor``)."""
 
     name: str

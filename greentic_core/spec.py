@@ -60,6 +60,21 @@ class BundleStatus(str, enum.Enum):
     ARCHIVED = "archived"
 
 
+class ValueRepr:
+    """attrs' ``__repr__``, written once and inherited (``repr=False`` on the classes).
+
+    attrs generates and compiles a ``__repr__`` for every class when its module is imported
+    (about 0.13 ms a class; every command imports some 30 of them). The output is the same:
+    ``ClassName(field=value!r, ...)`` over the fields whose ``repr`` is true, in order."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        inner = ", ".join(f"{a.name}={getattr(self, a.name)!r}" for a in cls.__attrs_attrs__ if a.repr)  # type: ignore[attr-defined]
+        return f"{cls.__qualname__.rsplit('>.', 1)[-1]}({inner})"
+
+
 def _extra() -> JsonObject:
     return attrs.field(factory=dict, kw_only=True, eq=True, repr=False)
 
@@ -67,8 +82,8 @@ def _extra() -> JsonObject:
 # --------------------------------------------------------------------------- environment
 
 
-@attrs.frozen(kw_only=True)
-class HostConfig:
+@attrs.frozen(kw_only=True, repr=False)
+class HostConfig(ValueRepr):
     env_id: EnvId
     region: str | None = None
     tenant_org_id: str | None = None
@@ -86,8 +101,8 @@ class HostConfig:
         return self.gui_enabled if self.gui_enabled is not None else self.env_id == "local"
 
 
-@attrs.frozen(kw_only=True)
-class EnvPackBinding:
+@attrs.frozen(kw_only=True, repr=False)
+class EnvPackBinding(ValueRepr):
     slot: CapabilitySlot
     kind: PackDescriptor
     pack_ref: str
@@ -100,30 +115,30 @@ class EnvPackBinding:
 # --------------------------------------------------------------------------- deployments
 
 
-@attrs.frozen(kw_only=True)
-class TenantSelector:
+@attrs.frozen(kw_only=True, repr=False)
+class TenantSelector(ValueRepr):
     tenant: str = "default"
     team: str = "default"
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class RouteBinding:
+@attrs.frozen(kw_only=True, repr=False)
+class RouteBinding(ValueRepr):
     hosts: tuple[str, ...] = ()
     path_prefixes: tuple[str, ...] = ()
     tenant_selector: TenantSelector = attrs.Factory(TenantSelector)
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class RevenueShare:
+@attrs.frozen(kw_only=True, repr=False)
+class RevenueShare(ValueRepr):
     party_id: str
     basis_points: int
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class BundleDeployment:
+@attrs.frozen(kw_only=True, repr=False)
+class BundleDeployment(ValueRepr):
     """One bundle deployed in an environment (upstream ``BundleDeployment``)."""
 
     schema: str = BUNDLE_DEPLOYMENT_V1
@@ -146,8 +161,8 @@ class BundleDeployment:
 # --------------------------------------------------------------------------- revisions
 
 
-@attrs.frozen(kw_only=True)
-class PackListEntry:
+@attrs.frozen(kw_only=True, repr=False)
+class PackListEntry(ValueRepr):
     pack_id: str
     version: str
     digest: str
@@ -155,8 +170,8 @@ class PackListEntry:
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class Workload:
+@attrs.frozen(kw_only=True, repr=False)
+class Workload(ValueRepr):
     """Provider-neutral description of what runs a revision (a field of our own).
 
     Providers read what applies to them: local-process runs ``command``; k8s and aws run
@@ -173,8 +188,8 @@ class Workload:
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class Revision:
+@attrs.frozen(kw_only=True, repr=False)
+class Revision(ValueRepr):
     """One immutable revision of a deployment (upstream ``Revision``)."""
 
     schema: str = REVISION_V1
@@ -203,15 +218,15 @@ class Revision:
 # --------------------------------------------------------------------------- traffic
 
 
-@attrs.frozen(kw_only=True)
-class TrafficSplitEntry:
+@attrs.frozen(kw_only=True, repr=False)
+class TrafficSplitEntry(ValueRepr):
     revision_id: RevisionId
     weight_bps: int
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class SplitHistoryItem:
+@attrs.frozen(kw_only=True, repr=False)
+class SplitHistoryItem(ValueRepr):
     """An earlier state of a split, kept so rollback can go back more than one step."""
 
     generation: int
@@ -223,8 +238,8 @@ class SplitHistoryItem:
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class TrafficSplit:
+@attrs.frozen(kw_only=True, repr=False)
+class TrafficSplit(ValueRepr):
     """The weights of one deployment's routed revisions, in basis points summing to 10000."""
 
     schema: str = TRAFFIC_SPLIT_V1
@@ -245,8 +260,8 @@ class TrafficSplit:
 # --------------------------------------------------------------------------- the document
 
 
-@attrs.frozen(kw_only=True)
-class Environment:
+@attrs.frozen(kw_only=True, repr=False)
+class Environment(ValueRepr):
     """The whole ``environment.json`` document."""
 
     schema: str = ENVIRONMENT_V1
@@ -285,8 +300,8 @@ class Environment:
 # --------------------------------------------------------------------------- runtime config
 
 
-@attrs.frozen(kw_only=True)
-class RevisionRuntimeBlock:
+@attrs.frozen(kw_only=True, repr=False)
+class RevisionRuntimeBlock(ValueRepr):
     deployment_id: DeploymentId
     revision_id: RevisionId
     bundle_id: BundleId
@@ -296,8 +311,8 @@ class RevisionRuntimeBlock:
     extra: JsonObject = _extra()
 
 
-@attrs.frozen(kw_only=True)
-class RuntimeConfig:
+@attrs.frozen(kw_only=True, repr=False)
+class RuntimeConfig(ValueRepr):
     """What the runtime serves: one block per split entry (upstream-spec section 5)."""
 
     schema: str = RUNTIME_CONFIG_V1

@@ -604,3 +604,23 @@ def test_plain_unstructure_writes_loosely_typed_values_as_cattrs_does(workload):
     from greentic_core import plain_codec
 
     assert plain_codec.unstructurer(Workload)(workload) == codec._converter(False).unstructure(workload)
+
+
+def _attrs_repr(obj: Any) -> str:
+    """The repr attrs would generate for obj's class (a copy of its fields with repr on)."""
+    cls = type(obj)
+    twin = attrs.make_class(cls.__name__, {a.name: attrs.field(repr=a.repr) for a in attrs.fields(cls)}, repr=True)
+    return repr(twin(**{a.name: getattr(obj, a.name) for a in attrs.fields(cls)}))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(environments())
+def test_value_repr_is_the_repr_attrs_would_generate(env):
+    """spec and outcome classes inherit spec.ValueRepr instead of a generated __repr__."""
+    from greentic_core import outcomes
+
+    objects = [env, env.host_config, *env.revisions, *env.bundles, *env.traffic_splits, *env.packs,
+               materialize_runtime_config(env),
+               outcomes.WarmOutcome(detail={"a": 1}), outcomes.PreflightCheck(name="n", status=outcomes.CheckStatus.PASS)]
+    for obj in objects:
+        assert repr(obj) == _attrs_repr(obj)
