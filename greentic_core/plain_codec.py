@@ -105,8 +105,8 @@ def _structure_hook(tp: Any) -> Callable[[Any], Any]:
 
 
 def _field_hooks() -> dict[tuple[type, str], Callable[[Any], Any]]:
-    # as codec._field_hooks: PackListEntry.version is a SemVer upstream
-    return {(spec.PackListEntry, "version"): lambda v: ids.parse_semver(codec._strict_str(v), "pack_list version")}
+    """The codec's per-field hooks (a wire format on a plain ``str`` field), one argument each."""
+    return {key: (lambda hook: lambda value: hook(value, None))(hook) for key, hook in codec._field_hooks().items()}
 
 
 @functools.cache
