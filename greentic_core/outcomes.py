@@ -7,11 +7,14 @@ by value. None of them does I/O.
 from __future__ import annotations
 
 import enum
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import attrs
 
-from .spec import TrafficSplitEntry, ValueRepr
+from .values import ValueRepr
+
+if TYPE_CHECKING:  # an annotation only: loading a plugin (and `plugins list`) need not import the spec
+    from .spec import TrafficSplitEntry
 
 #: Verbs every deployer must implement; the registry reports a plugin missing one as invalid.
 REQUIRED_HOOKS = (

@@ -22,14 +22,13 @@ import re
 import sys
 import importlib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import attrs
 import pluggy
 
 from . import __version__ as CORE_VERSION
 from . import hookspecs
-from .contract import BoundDeployer, conformance_sandbox
 from .discovery import (  # noqa: F401  (discovery's names, as they were here before the split)
     CACHE_ENV,
     CACHE_FORMAT,
@@ -44,6 +43,9 @@ from .errors import PluginNotFound, PluginUnusable, VersionPinMismatch
 from .ids import PackDescriptor
 from .markers import PROJECT_NAME
 from .outcomes import OPTIONAL_HOOKS, REQUIRED_HOOKS, DeployerDescriptor
+
+if TYPE_CHECKING:
+    from .contract import BoundDeployer
 
 ALLOW_ENV = "GREENTIC_DEPLOYERS"
 DENY_ENV = "GREENTIC_DISABLE_DEPLOYERS"
@@ -387,12 +389,16 @@ class Registry:
 
     def bind(self, kind: str | PackDescriptor, answers: dict[str, Any] | None, state_dir: Path | None = None) -> BoundDeployer:
         record = self.resolve(kind)
+        from .contract import BoundDeployer  # here: listing plugins needs neither it nor the spec
+
         return BoundDeployer(record, self._callers[record.name], answers or {}, state_dir)
 
     def sandbox(self, name: str, workdir: Path):
         record = self.record(name)
         if not record.ok:
             raise PluginUnusable(f"deployer plugin {name} is {record.status}: {record.reason}", hint=record.hint)
+        from .contract import conformance_sandbox
+
         return conformance_sandbox(record, self._callers[name]["greentic_conformance_sandbox"], workdir)
 
 

@@ -135,6 +135,15 @@ def test_plugins_list_table_imports_no_store_driver_and_no_rich(home):
     assert loaded(modules, NEVER_ON_READ + STORE_DRIVERS + ("cattrs", "rich")) == []
 
 
+def test_plugins_list_loads_the_plugins_without_the_spec_or_the_file_store(home):
+    """Loading a plugin needs the outcome types, not the spec's classes; listing the store
+    plugins opens no store."""
+    modules = imported(home[1], "plugins", "list")
+    assert loaded(modules, ("greentic_core.spec", "greentic_core.contract", "greentic_core.store.contract",
+                            "greentic_core.store.file", "greentic_core.codec")) == []
+    assert "greentic_core.outcomes" in modules and "greentic_core.registry" in modules  # it did load them
+
+
 def test_completing_a_revision_reads_the_store_without_the_operator_or_plugins(home):
     env = {**home[1], "COMP_WORDS": "greentic-deployer revision show dev ", "COMP_CWORD": "4",
            "_GREENTIC_DEPLOYER_COMPLETE": "bash_complete"}

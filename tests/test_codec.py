@@ -616,7 +616,7 @@ def _attrs_repr(obj: Any) -> str:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(environments())
 def test_value_repr_is_the_repr_attrs_would_generate(env):
-    """spec and outcome classes inherit spec.ValueRepr instead of a generated __repr__."""
+    """spec and outcome classes inherit values.ValueRepr instead of a generated __repr__."""
     from greentic_core import outcomes
 
     objects = [env, env.host_config, *env.revisions, *env.bundles, *env.traffic_splits, *env.packs,

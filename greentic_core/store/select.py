@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import GreenticError, StoreError
-from .contract import StoreBackend, StoreOptions
+
+if TYPE_CHECKING:
+    from .contract import StoreBackend, StoreOptions
 
 STORE_GROUP = "greentic.stores"
 STORE_ENV = "GREENTIC_STORE"
@@ -83,6 +85,7 @@ def file_home(url: str) -> Path:
 
 def open_store(url: str | None = None, *, home: Path | None = None, options: StoreOptions | None = None) -> StoreBackend:
     """The store ``url`` names (else ``$GREENTIC_STORE``, else the file store at ``home``)."""
+    from .contract import StoreBackend, StoreOptions  # here: listing store plugins needs neither
     from .file import FileStore, environments_root
 
     options = options if options is not None else StoreOptions()
