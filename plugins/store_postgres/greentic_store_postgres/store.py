@@ -287,10 +287,15 @@ class PostgresStore(LeasedStore):
                 "INSERT INTO greentic_leases AS l (env_id, holder, pid, command, acquired, expires, token) "
                 "VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp() + make_interval(secs => %s), "
                 "nextval('greentic_lease_tokens')) "
+                # Taking over an expired lease: the times are read again in SET, which PostgreSQL
+                # evaluates after the WHERE found the old lease expired, so the new lease is never
+                # recorded as acquired before the old one expired (VALUES' clock_timestamp() is
+                # read before the conflict is checked: a few microseconds earlier).
                 "ON CONFLICT (env_id) DO UPDATE SET holder = EXCLUDED.holder, pid = EXCLUDED.pid, "
-                "command = EXCLUDED.command, acquired = EXCLUDED.acquired, expires = EXCLUDED.expires, "
+                "command = EXCLUDED.command, acquired = clock_timestamp(), "
+                "expires = clock_timestamp() + make_interval(secs => %s), "
                 "token = EXCLUDED.token WHERE l.expires <= clock_timestamp() "
-                f"RETURNING {self._LEASE_COLUMNS}", (env_id, holder, pid, command, ttl)).fetchone()
+                f"RETURNING {self._LEASE_COLUMNS}", (env_id, holder, pid, command, ttl, ttl)).fetchone()
         return None if row is None else _lease(row)
 
     def _renew(self, lease: LeaseInfo, ttl: float) -> bool:
