@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import attrs
 
-from . import codec, ids, spec
+from . import codec, ids
 from .errors import DecodeError
 
 

@@ -509,7 +509,7 @@ def _both_structure(data: Any, cls: type) -> tuple[Any, Any]:
     for convert in (plain_codec.structurer(cls), lambda d: codec._converter(False).structure(d, cls)):
         try:
             results.append(convert(data))
-        except Exception as exc:  # compared below: both must refuse
+        except Exception:  # compared below: both must refuse
             results.append(Exception)
     return results[0], results[1]
 
