@@ -38,8 +38,10 @@ def main() -> int:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             try:
-                cli.main(argv, standalone_mode=False, prog_name="greentic-deployer")
-                code = 0
+                # without standalone mode click *returns* a command's exit code (ctx.exit(N)):
+                # a refused command must not count as done
+                returned = cli.main(argv, standalone_mode=False, prog_name="greentic-deployer")
+                code = returned if isinstance(returned, int) else 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
         results.append({"a": a, "code": code, "out": out.getvalue()})
