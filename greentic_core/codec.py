@@ -155,6 +155,14 @@ def _json_object(value: Any, _: Any = None) -> dict[str, Any]:
     return value
 
 
+def _json_objects(value: Any, _: Any = None) -> tuple:
+    if not isinstance(value, list):
+        raise DecodeError(f"expected a JSON array, got {type(value).__name__}")
+    for item in value:
+        _json_object(item)
+    return tuple(value)
+
+
 def _optional_json_object(value: Any, _: Any = None) -> dict[str, Any] | None:
     return None if value is None else _json_object(value)
 
@@ -209,13 +217,7 @@ def _make_converter(detailed: bool) -> cattrs.Converter:
     def tuple_hook(tp: Any) -> Any:
         item_type = tp.__args__[0]
         if item_type is dict[str, Any]:
-            def structure_objects(value: Any, _: Any) -> tuple:
-                if not isinstance(value, list):
-                    raise DecodeError(f"expected a JSON array, got {type(value).__name__}")
-                for item in value:
-                    _json_object(item)
-                return tuple(value)
-            return structure_objects
+            return _json_objects
         item_hook = conv.get_structure_hook(item_type)
 
         def structure_list(value: Any, _: Any) -> tuple:

@@ -51,14 +51,6 @@ def _tuple_item(tp: Any) -> Any:
 # --------------------------------------------------------------------------- structure
 
 
-def _json_objects(value: Any) -> tuple:
-    if not isinstance(value, list):
-        raise DecodeError(f"expected a JSON array, got {type(value).__name__}")
-    for item in value:
-        codec._json_object(item)
-    return tuple(value)
-
-
 _SCALARS: dict[Any, Callable[[Any], Any]] = {
     str: codec._strict_str,
     int: codec._strict_int,
@@ -89,7 +81,7 @@ def _structure_hook(tp: Any) -> Callable[[Any], Any]:
     item_type = _tuple_item(tp)
     if item_type is not None:
         if item_type == dict[str, Any]:
-            return _json_objects
+            return codec._json_objects
         item_hook = _structure_hook(item_type)
 
         def structure_list(value: Any) -> tuple:

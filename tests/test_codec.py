@@ -336,8 +336,9 @@ def test_bad_timestamps_rejected(bad):
 # =========================================================================== strict scalars
 
 
-def _mutated(path: tuple, value: Any, name: str = "upstream-example") -> str:
-    doc = json.loads(fixture_text(name))
+def _apply(doc: Any, path: tuple, value: Any) -> Any:
+    """A copy of ``doc`` with the node at ``path`` set to ``value`` (deleted for ``KeyError``)."""
+    doc = json.loads(json.dumps(doc))
     node = doc
     for key in path[:-1]:
         node = node[key]
@@ -345,7 +346,11 @@ def _mutated(path: tuple, value: Any, name: str = "upstream-example") -> str:
         del node[path[-1]]
     else:
         node[path[-1]] = value
-    return json.dumps(doc)
+    return doc
+
+
+def _mutated(path: tuple, value: Any, name: str = "upstream-example") -> str:
+    return json.dumps(_apply(json.loads(fixture_text(name)), path, value))
 
 
 SEQ = ("revisions", 0, "sequence")
@@ -548,18 +553,6 @@ def _every_mutation(node: Any, path: tuple = ()) -> Any:
             yield from _every_mutation(item, path + (key,))
     elif isinstance(node, list) and node:
         yield from _every_mutation(node[0], path + (0,))
-
-
-def _apply(doc: Any, path: tuple, value: Any) -> Any:
-    doc = json.loads(json.dumps(doc))
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    if value is KeyError:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return doc
 
 
 @pytest.mark.parametrize("name", ["upstream-example", "upstream-full"])
